@@ -1,0 +1,161 @@
+"""Settings, read from the environment only (optionally through a .env file).
+
+One ``env`` object reads everything; .env.example documents every variable.
+The app's own settings live in the BITRIX24_ namespace.
+"""
+
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+# --- Django core -----------------------------------------------------------------------------------
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not DEBUG:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured("DJANGO_SECRET_KEY is required unless DJANGO_DEBUG=1")
+    SECRET_KEY = "insecure-development-key-only-for-DEBUG"
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "portals",
+    "sandbox",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "bitrix_app.urls"
+WSGI_APPLICATION = "bitrix_app.wsgi.application"
+ASGI_APPLICATION = "bitrix_app.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# SQLite on a fresh machine; DATABASE_URL=postgres://... when it grows.
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'var' / 'db.sqlite3'}")}
+DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "var" / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+
+# Behind a TLS-terminating proxy in production (deploy/nginx.conf sets X-Forwarded-Proto).
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SESSION_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=not DEBUG)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+X_FRAME_OPTIONS = "DENY"
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DJANGO_MAX_BODY_BYTES", default=2_621_440)
+
+# --- Redis, cache, Celery --------------------------------------------------------------------------
+# Without REDIS_URL the app runs in single-process mode: tasks execute inline (after commit),
+# the rate limiter is in-process, and `manage.py run_periodic` stands in for celery beat.
+REDIS_URL = env.str("REDIS_URL", default="")
+REDIS_KEY_PREFIX = env.str("REDIS_KEY_PREFIX", default="b24:")
+
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": REDIS_KEY_PREFIX,
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL or "memory://")
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
+CELERY_TASK_EAGER_PROPAGATES = True
+CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_QUEUE", default="bitrix24")
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": REDIS_KEY_PREFIX} if REDIS_URL else {}
+CELERY_BEAT_SCHEDULE: dict = {}
+
+# --- Bitrix24 --------------------------------------------------------------------------------------
+# The marketplace app's registration; local apps keep their own credentials on the Portal.
+BITRIX24_CLIENT_ID = env.str("BITRIX24_CLIENT_ID", default="")
+BITRIX24_CLIENT_SECRET = env.str("BITRIX24_CLIENT_SECRET", default="")
+# The public base URL Bitrix24 calls (handlers, redirect URI), e.g. https://app.example.com
+BITRIX24_APP_URL = env.str("BITRIX24_APP_URL", default="http://127.0.0.1:8000")
+# OAuth servers the app will ever send client_secret or a refresh token to.
+BITRIX24_OAUTH_SERVERS = env.list(
+    "BITRIX24_OAUTH_SERVERS", default=["https://oauth.bitrix.info/", "https://oauth.bitrix24.tech/"]
+)
+# Fernet keys for tokens at rest, newest first (rotate: prepend a key, run `manage.py rotate_token_keys`).
+BITRIX24_TOKEN_KEYS = env.list("BITRIX24_TOKEN_KEYS", default=[])
+# Extra CA bundle to trust (the sandbox portal's generated CA in development and tests).
+BITRIX24_CA_BUNDLE = env.str("BITRIX24_CA_BUNDLE", default="")
+# Development only: accept http:// endpoints.
+BITRIX24_ALLOW_HTTP = env.bool("BITRIX24_ALLOW_HTTP", default=False)
+# Inbound webhook for single-portal use (keeps the secret out of shell history).
+BITRIX24_WEBHOOK_URL = env.str("BITRIX24_WEBHOOK_URL", default="")
+# Events the app binds at install; ONAPPUNINSTALL is always added.
+BITRIX24_EVENTS = env.list("BITRIX24_EVENTS", default=["ONAPPUPDATE", "ONCRMDEALADD", "ONCRMDEALUPDATE"])
+# Request timeouts (seconds): connect, read. Bitrix24 cuts requests off at 60 s.
+BITRIX24_CONNECT_TIMEOUT = env.float("BITRIX24_CONNECT_TIMEOUT", default=5.0)
+BITRIX24_READ_TIMEOUT = env.float("BITRIX24_READ_TIMEOUT", default=65.0)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

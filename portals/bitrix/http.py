@@ -1,0 +1,38 @@
+"""The one place that hands out HTTP sessions for Bitrix24 (portals and OAuth servers).
+
+Certificate verification is always on; BITRIX24_CA_BUNDLE adds a CA (the sandbox's) to trust.
+Redirects are never followed automatically: a 302 from a portal means it was renamed, and the
+caller decides whether the new host is trusted.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import requests
+from requests.adapters import HTTPAdapter
+
+USER_AGENT = "bitrix24-portals/0.1 (+python-requests)"
+
+_local = threading.local()
+
+
+def make_session(*, ca_bundle: str = "", pool_size: int = 32) -> requests.Session:
+    session = requests.Session()
+    session.headers.update({"User-Agent": USER_AGENT, "Accept": "application/json"})
+    session.max_redirects = 0
+    if ca_bundle:
+        session.verify = ca_bundle
+    adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
+
+
+def thread_session(*, ca_bundle: str = "") -> requests.Session:
+    """A session per thread and CA bundle (requests.Session is not thread-safe to share)."""
+    sessions: dict[str, requests.Session] = getattr(_local, "sessions", None) or {}
+    _local.sessions = sessions
+    if ca_bundle not in sessions:
+        sessions[ca_bundle] = make_session(ca_bundle=ca_bundle)
+    return sessions[ca_bundle]
