@@ -33,6 +33,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "portals",
+    "events",
     "sandbox",
 ]
 
@@ -150,6 +151,14 @@ BITRIX24_EVENTS = env.list("BITRIX24_EVENTS", default=["ONAPPUPDATE", "ONCRMDEAL
 # Request timeouts (seconds): connect, read. Bitrix24 cuts requests off at 60 s.
 BITRIX24_CONNECT_TIMEOUT = env.float("BITRIX24_CONNECT_TIMEOUT", default=5.0)
 BITRIX24_READ_TIMEOUT = env.float("BITRIX24_READ_TIMEOUT", default=65.0)
+
+# --- Sandbox portal (settings of the emulator's consumers: demo, tests, benchmarks) ----------------
+
+# --- Client: rate limits, retries ------------------------------------------------------------------
+
+# --- Portals: token lifecycle ----------------------------------------------------------------------
+
+# --- Events ----------------------------------------------------------------------------------------
 
 LOGGING = {
     "version": 1,

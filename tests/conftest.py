@@ -9,6 +9,9 @@ from django.conf import settings
 # One fixtures module per area, so each area's fixtures live beside its concerns.
 pytest_plugins = [
     "tests.fixtures.sandbox",
+    "tests.fixtures.client",
+    "tests.fixtures.portals",
+    "tests.fixtures.events",
 ]
 
 
