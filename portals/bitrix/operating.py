@@ -1,0 +1,124 @@
+"""Operating-time ledger: paces only the method that is about to hit its execution-time limit.
+
+Bitrix24 sums, per method and per app or webhook, the server time spent over the last 10 minutes
+in ten one-minute buckets; past ``limit`` (480 s) the next call of that method gets 429
+OPERATION_TIME_LIMIT until old buckets expire. Every answer reports the running sum
+(``time.operating``) and when the oldest bucket drops out (``time.operating_reset_at``); a batch
+reports one per sub-call in ``result_time``. The ledger keeps the latest report per
+(portal, credential, method) and, when the sum comes within ``headroom`` of the limit, makes
+callers of that method (only) wait for the reset. Shared through Redis when given one.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+# Error answers carry no timing: when blocked without a known reset, wait at least this long
+# (the JS SDK's choice, and one minute-bucket is the finest granularity that can free time).
+DEFAULT_BLOCK_SECONDS = 10.0
+
+
+@dataclass
+class Entry:
+    operating: float = 0.0
+    reset_at: float = 0.0
+    blocked_until: float = 0.0
+    seen_at: float = 0.0
+
+
+class OperatingLedger:
+    """Latest operating report per (bucket_key, credential_id, method); ``delay()`` says how long to wait.
+
+    ``limit``/``headroom`` in server seconds. ``clock`` is wall time (operating_reset_at is a unix
+    timestamp). With ``redis`` the entries live in one hash per portal+credential, so every
+    process sees the method's state as soon as any of them learns it.
+    """
+
+    def __init__(
+        self,
+        *,
+        limit: float = 480.0,
+        headroom: float = 30.0,
+        redis: Any = None,
+        prefix: str = "",
+        clock: Callable[[], float] = time.time,
+    ):
+        self.limit = limit
+        self.headroom = headroom
+        self.redis = redis
+        self.prefix = prefix
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._local: dict[tuple[str, str, str], Entry] = {}
+
+    # -- storage --------------------------------------------------------------------------------
+
+    def _hash(self, bucket_key: str, credential_id: str) -> str:
+        return f"{self.prefix}b24:operating:{bucket_key}:{credential_id}"
+
+    def get(self, bucket_key: str, credential_id: str, method: str) -> Entry:
+        method = method.lower()
+        if self.redis is not None:
+            raw = self.redis.hget(self._hash(bucket_key, credential_id), method)
+            return Entry(**json.loads(raw)) if raw else Entry()
+        with self._lock:
+            entry = self._local.get((bucket_key, credential_id, method))
+            return Entry(**entry.__dict__) if entry else Entry()
+
+    def _put(self, bucket_key: str, credential_id: str, method: str, entry: Entry) -> None:
+        method = method.lower()
+        if self.redis is not None:
+            key = self._hash(bucket_key, credential_id)
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hset(key, method, json.dumps(entry.__dict__))
+            pipe.expire(key, 900)  # the window is 10 minutes; older reports say nothing
+            pipe.execute()
+        else:
+            with self._lock:
+                self._local[(bucket_key, credential_id, method)] = entry
+
+    # -- the contract ---------------------------------------------------------------------------
+
+    def record(self, bucket_key: str, credential_id: str, method: str, time_info: dict[str, Any]) -> None:
+        """Feed one answer's ``time`` object (top-level or a batch ``result_time`` entry)."""
+        if not isinstance(time_info, dict) or "operating" not in time_info:
+            return
+        try:
+            operating = float(time_info.get("operating") or 0.0)
+            reset_at = float(time_info.get("operating_reset_at") or 0.0)
+        except (TypeError, ValueError):
+            return
+        entry = self.get(bucket_key, credential_id, method)
+        entry.operating = operating
+        if reset_at:
+            entry.reset_at = reset_at
+        entry.seen_at = self.clock()
+        self._put(bucket_key, credential_id, method, entry)
+
+    def blocked(self, bucket_key: str, credential_id: str, method: str) -> float:
+        """Bitrix24 answered OPERATION_TIME_LIMIT: block the method until the known reset (or a while).
+
+        Returns the seconds to wait.
+        """
+        now = self.clock()
+        entry = self.get(bucket_key, credential_id, method)
+        until = entry.reset_at if entry.reset_at > now else now + DEFAULT_BLOCK_SECONDS
+        entry.blocked_until = max(entry.blocked_until, until)
+        entry.operating = max(entry.operating, self.limit)
+        self._put(bucket_key, credential_id, method, entry)
+        return entry.blocked_until - now
+
+    def delay(self, bucket_key: str, credential_id: str, method: str) -> float:
+        """Seconds to wait before calling ``method``: 0 unless it is within headroom of its limit."""
+        now = self.clock()
+        entry = self.get(bucket_key, credential_id, method)
+        if entry.blocked_until > now:
+            return entry.blocked_until - now
+        if entry.operating >= self.limit - self.headroom and entry.reset_at > now:
+            return entry.reset_at - now
+        return 0.0

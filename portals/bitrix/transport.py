@@ -1,0 +1,200 @@
+"""One POST to a portal → the parsed envelope, or our exception. The choke point.
+
+Every HTTP failure of a REST call becomes a :mod:`exceptions` class here and nowhere else,
+chained with ``from e``. Bodies are JSON (Bitrix24's recommended form for nested parameters and
+the only form REST 3.0 accepts); the token travels in the body, never in a query string, so it
+never reaches access logs. A 302 means the portal was renamed: ``credentials.moved()`` decides
+whether to follow, then the same POST is repeated once to the new host.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+import urllib3.exceptions
+
+from .credentials import Credentials
+from .exceptions import (
+    Bitrix24ApiError,
+    Bitrix24ConfigError,
+    Bitrix24PortalMoved,
+    Bitrix24ServerError,
+    Bitrix24Timeout,
+    Bitrix24TransportError,
+    error_class,
+    error_from_payload,
+)
+from .http import thread_session
+
+_REDIRECTS = (301, 302, 303, 307, 308)
+
+
+@dataclass(frozen=True)
+class TransportConfig:
+    """Settings the Django layer passes in (this package never reads Django settings)."""
+
+    ca_bundle: str = ""
+    connect_timeout: float = 5.0
+    read_timeout: float = 65.0
+
+
+@dataclass
+class Response:
+    """A successful envelope: ``payload`` holds ``result``, ``time``, maybe ``next``/``total``."""
+
+    payload: dict[str, Any]
+    status: int
+    latency: float
+    replayed: bool = False
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def result(self) -> Any:
+        return self.payload.get("result")
+
+    @property
+    def time(self) -> dict[str, Any]:
+        value = self.payload.get("time")
+        return value if isinstance(value, dict) else {}
+
+
+def method_url(endpoint: str, method: str, *, v3: bool = False) -> str:
+    """``endpoint`` + method; REST 3.0 lives under ``/rest/api/`` (webhooks: ``/rest/api/<user>/<code>/``)."""
+    if v3:
+        scheme, _, rest = endpoint.partition("://")
+        host, _, path = rest.partition("/")
+        if not path.startswith("rest/"):
+            raise Bitrix24ConfigError("REST 3.0 needs an endpoint under /rest/")
+        endpoint = f"{scheme}://{host}/rest/api/{path[len('rest/') :]}"
+    return endpoint + method
+
+
+class Transport:
+    """Sends REST calls; thread-safe (one requests.Session per thread, from :mod:`http`)."""
+
+    def __init__(self, config: TransportConfig | None = None):
+        self.config = config or TransportConfig()
+
+    def post(
+        self,
+        credentials: Credentials,
+        method: str,
+        params: dict[str, Any] | None = None,
+        *,
+        v3: bool = False,
+        idempotency_key: str | None = None,
+        member_id: str | None = None,
+    ) -> Response:
+        """POST ``method`` with ``params``; returns the success envelope.
+
+        Raises a Bitrix24ApiError subclass for an error envelope (code first, status second),
+        Bitrix24TransportError/Bitrix24Timeout when no usable answer arrived (``sent`` tells
+        whether the call may have run), Bitrix24PortalMoved when the portal moved and the
+        credentials refused to follow.
+        """
+        for _hop in range(2):
+            token = credentials.access_token()
+            body = dict(params or {})
+            if token is not None:
+                body["auth"] = token
+            url = method_url(credentials.endpoint(), method, v3=v3)
+            headers = {"Content-Type": "application/json"}
+            if idempotency_key is not None:
+                headers["Idempotency-Key"] = idempotency_key
+            secret_hint = _secret_of(credentials.endpoint())
+            started = time.monotonic()
+            try:
+                session = thread_session(ca_bundle=self.config.ca_bundle)
+                raw = session.post(
+                    url,
+                    data=json.dumps(body, separators=(",", ":"), default=str),
+                    headers=headers,
+                    timeout=(self.config.connect_timeout, self.config.read_timeout),
+                    allow_redirects=False,
+                )
+            except requests.RequestException as e:
+                raise _transport_error(e, url, secret_hint) from _scrubbed(e, secret_hint)
+            latency = time.monotonic() - started
+            if raw.status_code in _REDIRECTS:
+                new_domain = urlsplit(raw.headers.get("Location", "")).netloc
+                if not new_domain:
+                    raise Bitrix24ServerError(
+                        "ERROR_UNEXPECTED_ANSWER", "redirect without a Location", status=raw.status_code
+                    )
+                if _hop == 1:
+                    raise Bitrix24PortalMoved(new_domain, method=method, member_id=member_id)
+                credentials.moved(new_domain)  # raises if the new host isn't trusted
+                continue
+            return _parse(raw, method=method, latency=latency, member_id=member_id)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _parse(raw: requests.Response, *, method: str, latency: float, member_id: str | None) -> Response:
+    status = raw.status_code
+    try:
+        payload = raw.json()
+    except ValueError:
+        payload = None
+    if not isinstance(payload, dict):
+        # Proxies and crashes answer with HTML; keep the status, never the body (may echo input).
+        cls = error_class("", status)
+        code = "ERROR_UNEXPECTED_ANSWER"
+        if cls is Bitrix24ApiError and status < 400:
+            cls = Bitrix24ServerError
+        raise cls(
+            code, f"HTTP {status}, not a JSON object", status=status, method=method, member_id=member_id
+        )
+    if "error" in payload and payload.get("error") not in (None, False):
+        raise error_from_payload(payload, status=status, method=method, member_id=member_id)
+    if status >= 400:
+        raise error_class("", status)(
+            "", f"HTTP {status}", status=status, method=method, member_id=member_id, payload=payload
+        )
+    return Response(
+        payload=payload,
+        status=status,
+        latency=latency,
+        replayed=raw.headers.get("Idempotent-Replayed", "").lower() == "true",
+    )
+
+
+def _secret_of(endpoint: str) -> str:
+    """A webhook's secret path segment (``/rest/<user>/<secret>/``), or '' for OAuth endpoints."""
+    segments = [s for s in urlsplit(endpoint).path.split("/") if s]
+    return segments[2] if len(segments) >= 3 and segments[0] == "rest" else ""
+
+
+def _redact(text: str, secret: str) -> str:
+    return text.replace(secret, "***") if secret else text
+
+
+def _scrubbed(e: Exception, secret: str) -> Exception:
+    """The cause, with the webhook secret removed from its message (requests echoes the URL)."""
+    if secret:
+        e.args = tuple(_redact(str(a), secret) for a in e.args)
+    return e
+
+
+def _transport_error(e: requests.RequestException, url: str, secret: str) -> Bitrix24TransportError:
+    host = urlsplit(url).netloc
+    kind = type(e).__name__
+    if isinstance(e, requests.ConnectTimeout):
+        return Bitrix24Timeout(f"{kind} connecting to {host}", sent=False)
+    if isinstance(e, requests.Timeout):
+        return Bitrix24Timeout(f"{kind}: no answer from {host} in time", sent=True)
+    if isinstance(e, requests.exceptions.SSLError):
+        return Bitrix24TransportError(f"TLS failure with {host}", sent=False)
+    if isinstance(e, requests.ConnectionError):
+        # A refused/unresolvable connection never carried the body; anything else (reset,
+        # remote closed mid-answer) may have run the method.
+        reason = e.args[0] if e.args else None
+        inner = getattr(reason, "reason", reason)
+        if isinstance(inner, urllib3.exceptions.NewConnectionError | urllib3.exceptions.NameResolutionError):
+            return Bitrix24TransportError(f"cannot connect to {host}", sent=False)
+        return Bitrix24TransportError(f"{kind}: connection to {host} lost", sent=True)
+    return Bitrix24TransportError(_redact(f"{kind} talking to {host}", secret), sent=True)
