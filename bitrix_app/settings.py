@@ -155,6 +155,18 @@ BITRIX24_READ_TIMEOUT = env.float("BITRIX24_READ_TIMEOUT", default=65.0)
 # --- Sandbox portal (settings of the emulator's consumers: demo, tests, benchmarks) ----------------
 
 # --- Client: rate limits, retries ------------------------------------------------------------------
+# Plan for webhooks and portals whose plan is unknown: "standard" (2/s + 50) or "enterprise" (5/s + 250).
+BITRIX24_DEFAULT_PLAN = env.str("BITRIX24_DEFAULT_PLAN", default="standard")
+# Slots of the portal's burst we never use, to absorb clock and network jitter.
+BITRIX24_LIMITER_HEADROOM = env.float("BITRIX24_LIMITER_HEADROOM", default=2.0)
+# Operating-time limit per method per 10 minutes (seconds), and the margin at which pacing starts.
+BITRIX24_OPERATING_LIMIT = env.float("BITRIX24_OPERATING_LIMIT", default=480.0)
+BITRIX24_OPERATING_HEADROOM = env.float("BITRIX24_OPERATING_HEADROOM", default=30.0)
+# Requests one client keeps in flight to one portal (batch chunks, list parts, imports).
+BITRIX24_CLIENT_CONCURRENCY = env.int("BITRIX24_CLIENT_CONCURRENCY", default=4)
+# Bounded retries: rate-limit refusals and transient failures (network, 5xx) per call.
+BITRIX24_RETRY_RATE_LIMIT_ATTEMPTS = env.int("BITRIX24_RETRY_RATE_LIMIT_ATTEMPTS", default=8)
+BITRIX24_RETRY_TRANSIENT_ATTEMPTS = env.int("BITRIX24_RETRY_TRANSIENT_ATTEMPTS", default=5)
 
 # --- Portals: token lifecycle ----------------------------------------------------------------------
 

@@ -4,4 +4,8 @@ Each module listed here defines ``NAME``, ``HELP``, ``add_arguments(parser)`` an
 ``handle(options, *, stdout, stderr) -> int`` (the exit code).
 """
 
-SUBCOMMANDS: list[str] = []
+SUBCOMMANDS: list[str] = [
+    "portals.cli.call",
+    "portals.cli.export",
+    "portals.cli.importer",
+]
