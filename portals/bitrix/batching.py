@@ -152,9 +152,7 @@ def _section_of(envelope: Mapping[str, Any], name: str) -> Mapping[str, Any]:
     return {}
 
 
-def parse_batch(
-    envelope: Mapping[str, Any], commands: Sequence[tuple[str, str]], *, status: int | None = None
-) -> list[CommandResult]:
+def parse_batch(envelope: Mapping[str, Any], commands: Sequence[tuple[str, str]]) -> list[CommandResult]:
     """Split one batch answer (``result`` of the batch call) into per-command results.
 
     ``commands`` is [(key, method)] in send order. A command absent from both ``result`` and
@@ -172,7 +170,10 @@ def parse_batch(
         if key in errors:
             err = errors[key]
             payload = err if isinstance(err, dict) else {"error": "", "error_description": str(err)}
-            exc = error_from_payload(payload, status=status, method=method)
+            # The batch's own status (200) says nothing about a sub-call; method-level errors
+            # without a code are the 400s of a direct call ("Not found"...).
+            sub_status = 400 if not payload.get("error") else None
+            exc = error_from_payload(payload, status=sub_status, method=method)
             out.append(CommandResult(key, method, ok=False, error=exc, time=time_info))
         elif key in results:
             total = totals.get(key)

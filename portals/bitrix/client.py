@@ -322,7 +322,7 @@ class Bitrix24Client:
                 "batch", {"halt": 1 if halt else 0, "cmd": cmd}, read=read, ledger_methods=sorted(methods)
             )
             envelope = response.result if isinstance(response.result, dict) else {}
-            parsed = parse_batch(envelope, [(k, m) for k, m, _ in pending], status=response.status)
+            parsed = parse_batch(envelope, [(k, m) for k, m, _ in pending])
             for r in parsed:
                 if r.time:
                     self.ledger.record(self.bucket_key, self._credential_id, r.method, r.time)
