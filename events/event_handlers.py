@@ -1,0 +1,89 @@
+"""Built-in handlers: the app's lifecycle, offline notifications, and example CRM handlers.
+
+Lifecycle events are applied in the order they happened: an event older than the portal's current
+installation (``ts < installed_at``) belongs to an earlier installation and changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from events.registry import on_event
+from portals.bitrix.events import EventPayload
+from portals.bitrix.exceptions import Bitrix24NotFound
+from portals.models import Portal
+
+logger = logging.getLogger("events")
+
+
+def _from_earlier_installation(portal: Portal, payload: EventPayload) -> bool:
+    return bool(portal.installed_at and payload.ts and payload.ts < portal.installed_at)
+
+
+@on_event("ONAPPUNINSTALL")
+def app_uninstalled(*, portal: Portal, payload: EventPayload) -> None:
+    from portals.services.lifecycle import portal_uninstall
+
+    clean = str(payload.data.get("CLEAN", "0")) in ("1", "Y", "true")
+    # portal_uninstall ignores an event older than the current installation (a late uninstall).
+    portal_uninstall(portal=portal, clean=clean, event_ts=payload.ts)
+
+
+@on_event("ONAPPUPDATE")
+def app_updated(*, portal: Portal, payload: EventPayload) -> None:
+    from events.services.binding import app_events_bind
+    from portals.services.lifecycle import portal_update_application_token
+
+    if _from_earlier_installation(portal, payload):
+        logger.info("events.app_update.stale", extra={"member_id": portal.member_id})
+        return
+    if payload.application_token:
+        portal_update_application_token(portal=portal, application_token=payload.application_token)
+    # Bitrix24 drops an app's bindings when the app is updated.
+    app_events_bind(portal_id=portal.pk)
+
+
+@on_event("ONAPPPAYMENT")
+def app_payment(*, portal: Portal, payload: EventPayload) -> None:
+    from portals.services.lifecycle import portal_payment_changed
+
+    if _from_earlier_installation(portal, payload):
+        return
+    portal_payment_changed(portal=portal)
+
+
+@on_event("ONOFFLINEEVENT")
+def offline_queue_has_records(*, portal: Portal, payload: EventPayload) -> None:
+    from events.tasks import events_offline_drain
+
+    events_offline_drain.delay(portal.pk)
+
+
+@on_event("ONCRMDEALADD", "ONCRMDEALUPDATE")
+def deal_changed(*, portal: Portal, payload: EventPayload) -> None:
+    """Example: events carry only the deal's id, so fetch the deal itself (its current state)."""
+    from portals.services.client import client_for_portal
+
+    deal_id = payload.object_id
+    if not deal_id:
+        return
+    try:
+        deal = client_for_portal(member_id=portal.member_id).call("crm.deal.get", {"id": deal_id})
+    except Bitrix24NotFound:
+        # Deleted since: the ONCRMDEALDELETE that follows says so.
+        logger.info("events.deal.gone", extra={"member_id": portal.member_id, "deal_id": deal_id})
+        return
+    logger.info(
+        "events.deal.changed",
+        extra={
+            "member_id": portal.member_id,
+            "event": payload.event,
+            "deal_id": deal_id,
+            "stage": (deal or {}).get("STAGE_ID"),
+        },
+    )
+
+
+@on_event("ONCRMDEALDELETE")
+def deal_deleted(*, portal: Portal, payload: EventPayload) -> None:
+    logger.info("events.deal.deleted", extra={"member_id": portal.member_id, "deal_id": payload.object_id})

@@ -1,0 +1,303 @@
+"""Draining the outbox: pending events → their handlers, at least once, in order per object.
+
+Waking: after an event commits, :func:`events_wake` sets a per-shard flag in Redis with SET NX and
+queues one drain task only if the flag was not already set, so a burst of events costs one task.
+The drainer clears the flag when it runs out of work and then looks once more, so an event committed
+while it was finishing is never left behind; a periodic sweep (``events_sweep``) covers a worker that
+died holding the flag (which also expires).
+
+Ordering: all events of one (portal, object) fall into one shard; a shard is drained by one worker at
+a time (a PostgreSQL advisory lock, released by the server if the worker dies), in (ts, id) order.
+An event waiting for a retry blocks the later events of its object until it is done or failed.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import redis
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from events import registry
+from events.models import Event
+from portals.models import Portal
+
+logger = logging.getLogger("events")
+
+# pg_try_advisory_lock(classid, objid): the class id keeps our locks apart from other areas' ones.
+_LOCK_CLASS = 0x0E7E
+_WAKE_FLAG_SECONDS = 120
+_MAX_ERROR_CHARS = 2000
+
+
+@functools.cache
+def _redis_for(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url)
+
+
+def _wake_key(shard: int) -> str:
+    return f"{settings.REDIS_KEY_PREFIX}events:wake:{shard}"
+
+
+def events_wake(*, shard: int) -> None:
+    """Make sure a drainer for ``shard`` is queued (one for many events)."""
+    from events.tasks import events_drain
+
+    if not settings.REDIS_URL:  # single-process mode: tasks run inline
+        events_drain.delay(shard)
+        return
+    if _redis_for(settings.REDIS_URL).set(_wake_key(shard), "1", nx=True, ex=_WAKE_FLAG_SECONDS):
+        events_drain.delay(shard)
+
+
+def _wake_flag_clear(shard: int) -> None:
+    if settings.REDIS_URL:
+        _redis_for(settings.REDIS_URL).delete(_wake_key(shard))
+
+
+@contextmanager
+def _shard_lock(shard: int) -> Iterator[bool]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [_LOCK_CLASS, shard])
+        acquired = bool(cursor.fetchone()[0])
+    try:
+        yield acquired
+    finally:
+        if acquired:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [_LOCK_CLASS, shard])
+
+
+@dataclass
+class DrainReport:
+    done: int = 0
+    retried: int = 0
+    failed: int = 0
+    ignored: int = 0
+
+    @property
+    def processed(self) -> int:
+        return self.done + self.retried + self.failed + self.ignored
+
+
+def events_drain_shard(*, shard: int, time_budget: float = 20.0) -> DrainReport | None:
+    """Dispatch the due events of one shard until none is left or ``time_budget`` seconds passed.
+
+    Returns None when another worker is draining the shard (it will see our events too). When the
+    budget runs out with work left, the shard is woken again rather than hogging this worker.
+    """
+    report = DrainReport()
+    with _shard_lock(shard) as acquired:
+        if not acquired:
+            return None
+        started = timezone.now()
+        while True:
+            batch = _drain_batch(shard=shard, now=timezone.now(), report=report)
+            if batch:
+                if (timezone.now() - started).total_seconds() > time_budget:
+                    _wake_flag_clear(shard)
+                    events_wake(shard=shard)
+                    break
+                continue
+            _wake_flag_clear(shard)
+            # Anything committed before the flag was cleared is visible now; anything after it set
+            # the flag again and queued a drainer of its own.
+            if not Event.objects.due(timezone.now()).filter(shard=shard).exists():
+                break
+    _schedule_next_retry(shard)
+    return report
+
+
+def _schedule_next_retry(shard: int) -> None:
+    """Queue a drain for the shard's earliest retry, so retries don't wait for the sweep."""
+    from events.tasks import events_drain
+
+    first = (
+        Event.objects.pending()
+        .filter(shard=shard, available_at__gt=timezone.now())
+        .order_by("available_at")
+        .values_list("available_at", flat=True)
+        .first()
+    )
+    if first is not None:
+        delay = max((first - timezone.now()).total_seconds(), 0.0)
+        events_drain.apply_async(args=[shard], countdown=delay + 0.05)
+
+
+def _blocked_objects(*, shard: int, now: datetime) -> dict[tuple[int, str], tuple[datetime, int]]:
+    """For each object with an event waiting for its retry: that event's (ts, id)."""
+    rows = (
+        Event.objects.pending()
+        .filter(shard=shard, available_at__gt=now)
+        .order_by("portal_id", "object_key", "ts", "id")
+        .distinct("portal_id", "object_key")
+        .values_list("portal_id", "object_key", "ts", "id")
+    )
+    return {(portal_id, key): (ts, pk) for portal_id, key, ts, pk in rows}
+
+
+def _drain_batch(*, shard: int, now: datetime, report: DrainReport) -> int:
+    """Dispatch one batch; returns how many events changed state (0: nothing left to do now)."""
+    blocked = _blocked_objects(shard=shard, now=now)
+    due: list[Event] = []
+    skipped: list[int] = []
+    # Events behind a blocked one are skipped; keep reading past them so other objects progress.
+    while len(due) < settings.BITRIX24_EVENT_BATCH_SIZE:
+        rows = list(
+            Event.objects.due(now)
+            .filter(shard=shard)
+            .exclude(id__in=skipped)
+            .order_by("ts", "id")[: settings.BITRIX24_EVENT_BATCH_SIZE]
+        )
+        if not rows:
+            break
+        for row in rows:
+            mark = blocked.get((row.portal_id, row.object_key))
+            if mark is not None and mark < (row.ts, row.pk):
+                skipped.append(row.pk)
+            else:
+                due.append(row)
+        if len(rows) < settings.BITRIX24_EVENT_BATCH_SIZE or not skipped:
+            break
+    if not due:
+        return 0
+    portals = Portal.objects.in_bulk({row.portal_id for row in due})
+    done: list[int] = []
+    for row in due:
+        key = (row.portal_id, row.object_key)
+        mark = blocked.get(key)
+        if mark is not None and mark < (row.ts, row.pk):
+            continue  # an earlier event of this object failed in this batch
+        outcome = _dispatch(row, portals[row.portal_id], now=now)
+        if outcome == "done":
+            done.append(row.pk)
+            report.done += 1
+        elif outcome == "retry":
+            blocked[key] = (row.ts, row.pk)
+            report.retried += 1
+        elif outcome == "failed":
+            report.failed += 1
+        else:
+            report.ignored += 1
+    if done:
+        Event.objects.filter(id__in=done).update(
+            status=Event.Status.DONE, processed_at=now, attempts=F("attempts") + 1, last_error=""
+        )
+    return len(due)
+
+
+def _dispatch(row: Event, portal: Portal, *, now: datetime) -> str:
+    """Run the handlers of one event; record a failure or an ignore on the row itself."""
+    handlers = registry.handlers_for(row.event)
+    payload = row.as_payload()
+    reason = ""
+    if not handlers:
+        reason = "no handler registered"
+    elif portal.state == Portal.State.UNINSTALLED and not payload.is_lifecycle:
+        reason = "portal uninstalled"
+    if reason:
+        Event.objects.filter(pk=row.pk).update(
+            status=Event.Status.IGNORED, processed_at=now, last_error=reason
+        )
+        logger.info("events.dispatch.ignored", extra={"event_id": row.pk, "reason": reason})
+        return "ignored"
+    try:
+        for handler in handlers:
+            handler(portal=portal, payload=payload)
+    except Exception as e:
+        return _record_failure(row, e, now=now)
+    return "done"
+
+
+def _record_failure(row: Event, error: Exception, *, now: datetime) -> str:
+    attempts = row.attempts + 1
+    message = f"{type(error).__name__}: {error}"[:_MAX_ERROR_CHARS]
+    retryable = getattr(error, "retryable", True)
+    if not retryable or attempts >= settings.BITRIX24_EVENT_MAX_ATTEMPTS:
+        Event.objects.filter(pk=row.pk).update(
+            status=Event.Status.FAILED, attempts=attempts, last_error=message, processed_at=now
+        )
+        logger.warning(
+            "events.dispatch.failed",
+            extra={"event_id": row.pk, "event": row.event, "attempts": attempts, "error": message},
+        )
+        return "failed"
+    delay = retry_delay(attempts)
+    Event.objects.filter(pk=row.pk).update(
+        attempts=attempts, last_error=message, available_at=now + timedelta(seconds=delay)
+    )
+    logger.info(
+        "events.dispatch.retry",
+        extra={"event_id": row.pk, "event": row.event, "attempts": attempts, "delay": delay},
+    )
+    return "retry"
+
+
+def retry_delay(attempts: int, *, rng: random.Random | None = None) -> float:
+    """Seconds before attempt ``attempts + 1``: exponential, capped, with jitter in [50%, 100%]."""
+    base = settings.BITRIX24_EVENT_RETRY_BASE_SECONDS * 2 ** (attempts - 1)
+    capped = min(base, settings.BITRIX24_EVENT_RETRY_MAX_SECONDS)
+    return capped * (rng or random).uniform(0.5, 1.0)
+
+
+def events_replay(
+    *,
+    event_ids: list[int] | None = None,
+    failed: bool = False,
+    portal_member_id: str | None = None,
+    event_name: str | None = None,
+) -> int:
+    """Put events back into the outbox (status pending, attempts 0) and wake their shards.
+
+    ``event_ids`` selects events by id whatever their status; ``failed`` selects failed events,
+    optionally narrowed by portal and event name. Returns how many events were re-queued.
+    """
+    if event_ids is None and not failed:
+        raise ValueError("give event ids or failed=True")
+    queryset = Event.objects.all()
+    if event_ids is not None:
+        queryset = queryset.filter(id__in=event_ids)
+    if failed:
+        queryset = queryset.filter(status=Event.Status.FAILED)
+    if portal_member_id:
+        queryset = queryset.filter(portal__member_id=portal_member_id)
+    if event_name:
+        queryset = queryset.filter(event=event_name.upper())
+    shards = set(queryset.values_list("shard", flat=True).distinct())
+    count = queryset.update(
+        status=Event.Status.PENDING, attempts=0, available_at=timezone.now(), processed_at=None
+    )
+    for shard in shards:
+        transaction.on_commit(functools.partial(events_wake, shard=shard))
+    logger.info("events.replay", extra={"count": count})
+    return count
+
+
+def events_sweep() -> list[int]:
+    """Wake every shard that has due events (a safety net for lost wake-ups). Returns the shards."""
+    shards = sorted(set(Event.objects.due(timezone.now()).values_list("shard", flat=True).distinct()))
+    for shard in shards:
+        events_wake(shard=shard)
+    return shards
+
+
+def events_prune(*, now: datetime | None = None) -> int:
+    """Delete finished events older than the retention; failed ones stay until replayed or cleared."""
+    cutoff = (now or timezone.now()) - timedelta(days=settings.BITRIX24_EVENT_RETENTION_DAYS)
+    deleted, _ = Event.objects.finished_before(cutoff).delete()
+    return deleted
+
+
+def event_payload_json(row: Event) -> str:
+    """The stored payload as pretty JSON (CLI and admin)."""
+    return json.dumps(row.payload, indent=2, ensure_ascii=False, sort_keys=True)

@@ -1,0 +1,118 @@
+"""Accepting events: verify, store durably, wake the dispatcher after commit.
+
+The receiver's hot path is parse → one cached Portal lookup → one INSERT → 200; all work happens
+later in a worker (see :mod:`events.services.dispatch`).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import zlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+
+from events import registry
+from events.models import Event
+from events.services.tokens import portal_tokens
+from portals import crypto
+from portals.bitrix.events import EventPayload, check_event_age, parse_event_body
+from portals.models import Portal
+
+logger = logging.getLogger("events")
+
+# Handlers of these events need a secret the stored payload otherwise drops.
+_EVENTS_KEEPING_SECRETS = {"ONAPPUPDATE": ("application_token",)}
+
+
+class Outcome(enum.StrEnum):
+    ACCEPTED = "accepted"  # stored, will be dispatched
+    DUPLICATE = "duplicate"  # the same change was stored before: dropped
+    UNHANDLED = "unhandled"  # authentic, but no handler is registered for it
+    IGNORED = "ignored"  # authentic, but the portal has left: nothing to do
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    outcome: Outcome
+    event_id: int | None = None
+
+
+def event_receive(*, body: bytes, now: datetime) -> Received:
+    """Verify and store one online event POSTed by Bitrix24.
+
+    Raises a :class:`~portals.bitrix.exceptions.Bitrix24InboundError` carrying the HTTP status:
+    InvalidEventPayload (400), UnknownPortal / InvalidApplicationToken / StaleEvent (403). Nothing
+    is stored unless the event is authentic.
+    """
+    payload = parse_event_body(body)
+    entry = portal_tokens.verify(member_id=payload.member_id, application_token=payload.application_token)
+    check_event_age(payload, now=now, window=timedelta(seconds=settings.BITRIX24_EVENT_MAX_SKEW_SECONDS))
+    assert entry.portal_id is not None  # verify() raised otherwise
+    log_extra = {"event": payload.event, "member_id": payload.member_id}
+    if not registry.handles(payload.event):
+        logger.info("events.unhandled", extra=log_extra)
+        return Received(Outcome.UNHANDLED)
+    if entry.state == Portal.State.UNINSTALLED and not payload.is_lifecycle:
+        logger.info("events.ignored.uninstalled", extra=log_extra)
+        return Received(Outcome.IGNORED)
+    event_id = event_store(portal_id=entry.portal_id, payload=payload, now=now)
+    if event_id is None:
+        logger.info("events.duplicate", extra=log_extra)
+        return Received(Outcome.DUPLICATE)
+    return Received(Outcome.ACCEPTED, event_id)
+
+
+def event_shard(*, portal_id: int, object_key: str) -> int:
+    """The outbox shard of an object: all its events share one, so one drainer keeps their order."""
+    return zlib.crc32(f"{portal_id}:{object_key}".encode()) % settings.BITRIX24_EVENT_SHARDS
+
+
+# INSERT ... ON CONFLICT DO NOTHING RETURNING id settles dedupe in the one statement that stores the
+# event (the ORM's bulk_create(ignore_conflicts=True) can't tell whether a row was inserted).
+_INSERT_SQL = """
+INSERT INTO events_event
+    (portal_id, event, object_key, ts, source, idempotency_key, shard, payload, secrets,
+     status, attempts, available_at, last_error, received_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, 0, %s, '', %s)
+ON CONFLICT (portal_id, idempotency_key) DO NOTHING
+RETURNING id
+"""
+
+
+def event_store(*, portal_id: int, payload: EventPayload, now: datetime) -> int | None:
+    """Store an authentic event as pending and wake its shard's drainer after commit.
+
+    Returns the new row's id, or None when the same change was stored before (a duplicate).
+    """
+    keep = _EVENTS_KEEPING_SECRETS.get(payload.event, ())
+    secrets = {k: payload.secrets[k] for k in keep if payload.secrets.get(k)}
+    shard = event_shard(portal_id=portal_id, object_key=payload.object_key)
+    params = [
+        portal_id,
+        payload.event,
+        payload.object_key,
+        payload.ts or now,
+        Event.Source.OFFLINE if payload.offline else Event.Source.ONLINE,
+        payload.idempotency_key(),
+        shard,
+        json.dumps(payload.as_json(), ensure_ascii=False),
+        crypto.encrypt(json.dumps(secrets)) if secrets else "",
+        Event.Status.PENDING,
+        now,
+        now,
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(_INSERT_SQL, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    # Imported here: dispatch imports the registry's handlers, which may import services using intake.
+    from events.services.dispatch import events_wake
+
+    transaction.on_commit(lambda: events_wake(shard=shard))
+    return int(row[0])

@@ -1,0 +1,62 @@
+"""The one receiver of Bitrix24 events (all but ONAPPINSTALL, which goes to the install view)."""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from events.services.intake import event_receive
+from portals.bitrix.events import EventTooLarge
+from portals.bitrix.exceptions import Bitrix24InboundError, InvalidEventPayload
+
+logger = logging.getLogger("events")
+
+_FORM = "application/x-www-form-urlencoded"
+
+
+@csrf_exempt  # Bitrix24 can't send a CSRF token; authenticity is the application_token check.
+@require_POST
+def receive(request: HttpRequest) -> HttpResponse:
+    """Store the event and answer at once; its handlers run later in a worker.
+
+    200 accepted (also duplicates, unhandled events and events of a portal that left);
+    400 unparseable; 403 unknown portal, forged token or replayed (stale) event; 413 too large;
+    405 not a POST.
+    """
+    try:
+        body = _read_body(request)
+        received = event_receive(body=body, now=timezone.now())
+    except Bitrix24InboundError as e:
+        if e.http_status >= 400:
+            logger.warning(
+                "events.refused",
+                extra={
+                    "status": e.http_status,
+                    "reason": type(e).__name__,
+                    "remote": request.META.get("REMOTE_ADDR"),
+                },
+            )
+        return JsonResponse({"error": type(e).__name__, "detail": str(e)}, status=e.http_status)
+    return JsonResponse({"result": received.outcome.value, "id": received.event_id})
+
+
+def _read_body(request: HttpRequest) -> bytes:
+    """The raw body, after checking its declared size (the body is never read if too large)."""
+    declared = request.META.get("CONTENT_LENGTH") or ""
+    try:
+        length = int(declared)
+    except ValueError:
+        raise InvalidEventPayload("missing or invalid Content-Length") from None
+    if length > settings.BITRIX24_EVENT_MAX_BYTES:
+        raise EventTooLarge(f"body larger than {settings.BITRIX24_EVENT_MAX_BYTES} bytes")
+    if length <= 0:
+        raise InvalidEventPayload("empty body")
+    content_type = request.META.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower()
+    if content_type and content_type != _FORM:
+        raise InvalidEventPayload(f"expected {_FORM}")
+    return request.body
