@@ -180,3 +180,33 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+# Bodies larger than this are refused (413) from Content-Length, before they are read.
+BITRIX24_EVENT_MAX_BYTES = env.int("BITRIX24_EVENT_MAX_BYTES", default=65_536)
+# Online events whose ts is further than this from now are refused as replays (offline ones never).
+BITRIX24_EVENT_MAX_SKEW_SECONDS = env.int("BITRIX24_EVENT_MAX_SKEW_SECONDS", default=3600)
+# Per-process cache of member_id → (portal, token digest); a mismatch re-reads the database at most
+# once per BITRIX24_EVENT_TOKEN_RECHECK_SECONDS, so forged floods never turn into database load.
+BITRIX24_EVENT_TOKEN_CACHE_SECONDS = env.float("BITRIX24_EVENT_TOKEN_CACHE_SECONDS", default=30.0)
+BITRIX24_EVENT_TOKEN_RECHECK_SECONDS = env.float("BITRIX24_EVENT_TOKEN_RECHECK_SECONDS", default=1.0)
+# Outbox shards: each is drained by one worker at a time, in (ts, id) order per object.
+BITRIX24_EVENT_SHARDS = env.int("BITRIX24_EVENT_SHARDS", default=8)
+BITRIX24_EVENT_BATCH_SIZE = env.int("BITRIX24_EVENT_BATCH_SIZE", default=200)
+# Bounded retries with exponential backoff (base * 2**(attempt-1), capped, jittered).
+BITRIX24_EVENT_MAX_ATTEMPTS = env.int("BITRIX24_EVENT_MAX_ATTEMPTS", default=6)
+BITRIX24_EVENT_RETRY_BASE_SECONDS = env.float("BITRIX24_EVENT_RETRY_BASE_SECONDS", default=10.0)
+BITRIX24_EVENT_RETRY_MAX_SECONDS = env.float("BITRIX24_EVENT_RETRY_MAX_SECONDS", default=900.0)
+# Finished events are kept this long (dedupe and audit), then pruned; keep it above the skew window.
+BITRIX24_EVENT_RETENTION_DAYS = env.int("BITRIX24_EVENT_RETENTION_DAYS", default=14)
+# Offline events: bound (event_type=offline) on portals that allow them, drained losslessly.
+BITRIX24_OFFLINE_EVENTS = env.list("BITRIX24_OFFLINE_EVENTS", default=[])
+# Offline events: records fetched per event.offline.get call.
+BITRIX24_EVENT_OFFLINE_BATCH = env.int("BITRIX24_EVENT_OFFLINE_BATCH", default=50)
+# Extra modules defining @on_event handlers, imported at start-up (besides apps' event_handlers).
+BITRIX24_EVENT_HANDLER_MODULES = env.list("BITRIX24_EVENT_HANDLER_MODULES", default=[])
+CELERY_BEAT_SCHEDULE["events-sweep"] = {"task": "events.tasks.events_sweep", "schedule": 15.0}
+CELERY_BEAT_SCHEDULE["events-offline-sweep"] = {"task": "events.tasks.events_offline_sweep", "schedule": 300.0}
+CELERY_BEAT_SCHEDULE["events-bindings-reconcile"] = {
+    "task": "events.tasks.events_bindings_reconcile",
+    "schedule": 3600.0,
+}
+CELERY_BEAT_SCHEDULE["events-prune"] = {"task": "events.tasks.events_prune", "schedule": 86400.0}
