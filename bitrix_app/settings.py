@@ -169,17 +169,30 @@ BITRIX24_RETRY_RATE_LIMIT_ATTEMPTS = env.int("BITRIX24_RETRY_RATE_LIMIT_ATTEMPTS
 BITRIX24_RETRY_TRANSIENT_ATTEMPTS = env.int("BITRIX24_RETRY_TRANSIENT_ATTEMPTS", default=5)
 
 # --- Portals: token lifecycle ----------------------------------------------------------------------
+# Refresh ahead of a call when the access token expires within this many seconds.
+BITRIX24_TOKEN_REFRESH_MARGIN = env.int("BITRIX24_TOKEN_REFRESH_MARGIN", default=60)
+# Single-flight refresh: how long one refresh may hold the per-portal Redis lock, and how long
+# other callers wait for it (seconds).
+BITRIX24_REFRESH_LOCK_TIMEOUT = env.float("BITRIX24_REFRESH_LOCK_TIMEOUT", default=60.0)
+BITRIX24_REFRESH_LOCK_WAIT = env.float("BITRIX24_REFRESH_LOCK_WAIT", default=75.0)
+# Attempts when the OAuth server could not even be reached (connection refused): backoff between.
+BITRIX24_REFRESH_CONNECT_ATTEMPTS = env.int("BITRIX24_REFRESH_CONNECT_ATTEMPTS", default=4)
+# Keep-alive for dormant portals: refresh a refresh token untouched for this many days.
+BITRIX24_DORMANT_REFRESH_DAYS = env.float("BITRIX24_DORMANT_REFRESH_DAYS", default=20.0)
+# Keep tokens warm only for portals with background work due within this many minutes.
+BITRIX24_WARM_WORK_MINUTES = env.float("BITRIX24_WARM_WORK_MINUTES", default=10.0)
+# The sweep: how often it runs, the jitter spreading the refreshes it queues, and its batch size.
+BITRIX24_TOKEN_SWEEP_SECONDS = env.float("BITRIX24_TOKEN_SWEEP_SECONDS", default=300.0)
+BITRIX24_TOKEN_SWEEP_JITTER = env.float("BITRIX24_TOKEN_SWEEP_JITTER", default=240.0)
+BITRIX24_TOKEN_SWEEP_BATCH = env.int("BITRIX24_TOKEN_SWEEP_BATCH", default=2000)
+# The BX24 JavaScript library the installer and app pages load (the sandbox serves its own).
+BITRIX24_JS_SDK_URL = env.str("BITRIX24_JS_SDK_URL", default="https://api.bitrix24.com/api/v1/")
+CELERY_BEAT_SCHEDULE["portals-token-sweep"] = {
+    "task": "portals.tasks.portals_tokens_sweep",
+    "schedule": BITRIX24_TOKEN_SWEEP_SECONDS,
+}
 
 # --- Events ----------------------------------------------------------------------------------------
-
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
-}
 # Bodies larger than this are refused (413) from Content-Length, before they are read.
 BITRIX24_EVENT_MAX_BYTES = env.int("BITRIX24_EVENT_MAX_BYTES", default=65_536)
 # Online events whose ts is further than this from now are refused as replays (offline ones never).
@@ -210,3 +223,12 @@ CELERY_BEAT_SCHEDULE["events-bindings-reconcile"] = {
     "schedule": 3600.0,
 }
 CELERY_BEAT_SCHEDULE["events-prune"] = {"task": "events.tasks.events_prune", "schedule": 86400.0}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

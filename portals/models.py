@@ -112,7 +112,39 @@ class Portal(models.Model):
     def oauth_client_secret(self) -> str:
         return self.client_secret or settings.BITRIX24_CLIENT_SECRET
 
+    @property
+    def oauth_server_base(self) -> str:
+        """The OAuth server base URL (server_endpoint without ``rest/``), validated at install."""
+        endpoint = self.server_endpoint if self.server_endpoint.endswith("/") else self.server_endpoint + "/"
+        return endpoint[: -len("rest/")] if endpoint.endswith("/rest/") else endpoint
+
+    @property
+    def is_usable(self) -> bool:
+        return self.state == self.State.ACTIVE and bool(self.access_token)
+
     def access_token_expires_within(self, margin: timedelta, *, now: datetime | None = None) -> bool:
         if not self.access_token or self.expires_at is None:
             return True
         return self.expires_at <= (now or timezone.now()) + margin
+
+
+class LocalApplication(models.Model):
+    """A local app registration (client_id ``local.…``, status L) valid on one portal only.
+
+    An operator registers it before installing; an install whose tokens app.info attributes to
+    this client_id is then accepted and the Portal keeps the pair for its refresh grants.
+    """
+
+    client_id = models.CharField(max_length=128, unique=True)
+    client_secret = EncryptedTextField()
+    title = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["client_id"]
+
+    def __str__(self) -> str:
+        return self.title or self.client_id
+
+    def __repr__(self) -> str:
+        return f"<LocalApplication {self.client_id}>"

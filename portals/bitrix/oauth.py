@@ -1,0 +1,355 @@
+"""The Bitrix24 OAuth server: authorisation URL, code exchange, refresh grant, app.info.
+
+This module is the choke point for every request to an OAuth server: each failure becomes an
+exception of :mod:`.exceptions` here. It never talks to a portal, and it only ever sends
+``client_secret`` or a refresh token to a server the caller validated against the allow-list
+(:func:`oauth_server_for`), because a forged install could otherwise make the app hand its
+secret to an attacker's "OAuth server".
+
+The token endpoint is called with GET and query parameters, as Bitrix24 documents it and both
+official SDKs do. The code flow uses requests-oauthlib (state, authorisation URL, token parsing);
+the refresh grant is one GET through the shared session factory.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+import urllib3
+from oauthlib.oauth2 import OAuth2Error
+from requests_oauthlib import OAuth2Session
+
+from . import http
+from .exceptions import (
+    Bitrix24ApiError,
+    Bitrix24ConfigError,
+    Bitrix24ServerError,
+    Bitrix24Timeout,
+    Bitrix24TransportError,
+    error_from_payload,
+)
+
+TOKEN_PATH = "oauth/token/"
+AUTHORIZE_PATH = "oauth/authorize/"
+REST_PATH = "rest/"
+
+
+def normalise_base(url: str) -> str:
+    """``https://host[:port]/`` for a URL: scheme and host lower-cased, path ending in '/'."""
+    parts = urlsplit(url.strip())
+    path = parts.path if parts.path.endswith("/") else parts.path + "/"
+    return f"{parts.scheme.lower()}://{parts.netloc.lower()}{path}"
+
+
+def oauth_server_for(server_endpoint: str, allowed_servers: Iterable[str]) -> str:
+    """The OAuth server base (``https://oauth.bitrix.info/``) for a ``server_endpoint``.
+
+    ``server_endpoint`` must be exactly an allowed server followed by ``rest/``; anything else
+    raises Bitrix24ConfigError (the caller turns it into a refused install).
+    """
+    endpoint = normalise_base(server_endpoint)
+    for allowed in allowed_servers:
+        base = normalise_base(allowed)
+        if endpoint == base + REST_PATH:
+            return base
+    raise Bitrix24ConfigError(f"server_endpoint {urlsplit(endpoint).netloc!r} is not an allowed OAuth server")
+
+
+@dataclass(frozen=True)
+class TokenGrant:
+    """A token response of the OAuth server (code exchange or refresh grant).
+
+    ``expires_at`` is absolute, computed from ``expires_in`` on the caller's clock (the lifetime
+    is never assumed): a skewed server clock then cannot make a fresh token look expired.
+    """
+
+    access_token: str = field(repr=False)
+    refresh_token: str = field(repr=False)
+    expires_at: datetime
+    expires_in: int
+    scope: tuple[str, ...]
+    member_id: str
+    user_id: int | None
+    status: str
+    client_endpoint: str
+    server_endpoint: str
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any], *, now: datetime) -> TokenGrant:
+        """Parse a token response; raises Bitrix24ServerError when a required field is missing."""
+        access = str(payload.get("access_token") or "")
+        refresh = str(payload.get("refresh_token") or "")
+        if not access or not refresh:
+            raise Bitrix24ServerError("ERROR_UNEXPECTED_ANSWER", "token response without a token pair")
+        expires_in = _int_or_none(payload.get("expires_in"))
+        if expires_in is None:
+            # Only the absolute form came back: use what is left of it on our clock.
+            expires = _int_or_none(payload.get("expires"))
+            if expires is None:
+                raise Bitrix24ServerError("ERROR_UNEXPECTED_ANSWER", "token response without a lifetime")
+            expires_in = max(0, expires - int(now.timestamp()))
+        return cls(
+            access_token=access,
+            refresh_token=refresh,
+            expires_at=now + timedelta(seconds=expires_in),
+            expires_in=expires_in,
+            scope=split_scope(payload.get("scope")),
+            member_id=str(payload.get("member_id") or ""),
+            user_id=_int_or_none(payload.get("user_id")),
+            status=str(payload.get("status") or ""),
+            client_endpoint=str(payload.get("client_endpoint") or ""),
+            server_endpoint=str(payload.get("server_endpoint") or ""),
+        )
+
+
+@dataclass(frozen=True)
+class AppInfo:
+    """What the OAuth server's app.info says about an access token (the trusted source).
+
+    Fields the server did not send are empty; callers compare only what is present.
+    """
+
+    client_id: str
+    member_id: str
+    domain: str
+    client_endpoint: str
+    user_id: int | None
+    status: str
+    installed: bool | None
+    scope: tuple[str, ...]
+    payment_expired: bool | None
+    license: str
+    raw: Mapping[str, Any] = field(repr=False, default_factory=dict)
+
+    @classmethod
+    def from_result(cls, result: Mapping[str, Any]) -> AppInfo:
+        # The OAuth server nests the installation under "install"; the portal's app.info is flat.
+        install = result.get("install") if isinstance(result.get("install"), Mapping) else {}
+        assert isinstance(install, Mapping)
+
+        def pick(*keys: str) -> Any:
+            for source in (install, result):
+                for key in keys:
+                    if source.get(key) not in (None, ""):
+                        return source[key]
+            return None
+
+        installed = pick("installed", "INSTALLED")
+        payment = pick("PAYMENT_EXPIRED", "payment_expired")
+        client_endpoint = str(pick("client_endpoint") or "")
+        domain = str(pick("domain") or "") or urlsplit(client_endpoint).netloc
+        return cls(
+            client_id=str(pick("client_id", "CODE") or ""),
+            member_id=str(pick("member_id") or ""),
+            domain=domain.lower(),
+            client_endpoint=client_endpoint,
+            user_id=_int_or_none(pick("user_id")),
+            status=str(pick("status", "STATUS") or ""),
+            installed=None if installed is None else _truthy(installed),
+            scope=split_scope(pick("scope")),
+            payment_expired=None if payment is None else _truthy(payment),
+            license=str(pick("LICENSE", "license") or ""),
+            raw=dict(result),
+        )
+
+
+def split_scope(value: Any) -> tuple[str, ...]:
+    if isinstance(value, list | tuple):
+        items = [str(v) for v in value]
+    else:
+        items = str(value or "").replace(" ", ",").split(",")
+    return tuple(sorted({item.strip() for item in items if item.strip()}))
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    return str(value).strip().upper() in {"Y", "1", "TRUE", "YES"}
+
+
+@dataclass(frozen=True)
+class OAuthConfig:
+    client_id: str
+    client_secret: str = field(repr=False)
+    ca_bundle: str = ""
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not self.client_id or not self.client_secret:
+            raise Bitrix24ConfigError("the app's client_id and client_secret are required for OAuth")
+
+    @property
+    def timeout(self) -> tuple[float, float]:
+        return (self.connect_timeout, self.read_timeout)
+
+
+class OAuthServer:
+    """One allow-listed OAuth server, used with one app registration (client_id/secret).
+
+    ``now`` is the clock used to turn ``expires_in`` into ``expires_at``.
+    """
+
+    def __init__(self, base: str, config: OAuthConfig, *, now: Callable[[], datetime] | None = None):
+        self.base = normalise_base(base)
+        self.config = config
+        self._now = now or (lambda: datetime.now(UTC))
+
+    def __repr__(self) -> str:
+        return f"OAuthServer({urlsplit(self.base).netloc!r}, client_id={self.config.client_id!r})"
+
+    @property
+    def token_url(self) -> str:
+        return self.base + TOKEN_PATH
+
+    @property
+    def rest_url(self) -> str:
+        return self.base + REST_PATH
+
+    # --- the authorisation-code flow -----------------------------------------------------------
+
+    def authorization_url(self, *, portal_domain: str, state: str | None = None, https: bool = True) -> str:
+        """The portal's /oauth/authorize/ URL for this app; the redirect URI is the app's setting."""
+        scheme = "https" if https else "http"
+        session = OAuth2Session(self.config.client_id, state=state or secrets.token_urlsafe(24))
+        url, _state = session.authorization_url(f"{scheme}://{portal_domain}/{AUTHORIZE_PATH}")
+        return str(url)
+
+    def exchange_code(self, code: str) -> TokenGrant:
+        """Trade an authorisation code (valid 30 s) for a token pair.
+
+        Raises Bitrix24InvalidGrant for a spent or unknown code, Bitrix24TransportError when the
+        server could not be reached, Bitrix24ApiError subclasses for other error envelopes.
+        """
+        session = OAuth2Session(self.config.client_id)
+        self._configure(session)
+        session.register_compliance_hook("access_token_response", self._raise_for_error)
+        try:
+            token = session.fetch_token(
+                self.token_url,
+                code=code,
+                method="GET",
+                include_client_id=True,
+                client_secret=self.config.client_secret,
+                timeout=self.config.timeout,
+            )
+        except requests.RequestException as e:
+            raise transport_error(e, self.token_url) from e
+        except (OAuth2Error, ValueError, Warning) as e:  # oauthlib refused the body (not JSON, no token)
+            reason = f"unusable token response: {type(e).__name__}"
+            raise Bitrix24ServerError("ERROR_UNEXPECTED_ANSWER", reason)
+        finally:
+            session.close()
+        return TokenGrant.from_payload(token, now=self._now())
+
+    # --- the refresh grant and app.info --------------------------------------------------------
+
+    def refresh(self, refresh_token: str) -> TokenGrant:
+        """Exchange a refresh token for a new pair (the old refresh token is spent by this).
+
+        Raises Bitrix24TransportError(sent=False) when nothing reached the server,
+        Bitrix24Timeout / Bitrix24ServerError when the outcome is unknown, Bitrix24InvalidGrant when
+        the refresh token is spent or revoked, Bitrix24PaymentRequired, Bitrix24PortalUnavailable,
+        Bitrix24InvalidClient for the other permanent refusals.
+        """
+        params = {
+            "grant_type": "refresh_token",
+            "client_id": self.config.client_id,
+            "client_secret": self.config.client_secret,
+            "refresh_token": refresh_token,
+        }
+        payload = self._get(self.token_url, params)
+        return TokenGrant.from_payload(payload, now=self._now())
+
+    def app_info(self, access_token: str) -> AppInfo:
+        """app.info on the OAuth server for ``access_token``: which app, portal and user it belongs to."""
+        payload = self._get(self.rest_url + "app.info", {"auth": access_token})
+        result = payload.get("result")
+        if not isinstance(result, Mapping):
+            raise Bitrix24ServerError("ERROR_UNEXPECTED_ANSWER", "app.info answered without a result")
+        return AppInfo.from_result(result)
+
+    # --- plumbing ------------------------------------------------------------------------------
+
+    def _configure(self, session: requests.Session) -> None:
+        # OAuth2Session is its own requests.Session: give it the same guarantees as http.make_session.
+        session.headers.update({"User-Agent": http.USER_AGENT, "Accept": "application/json"})
+        session.max_redirects = 0
+        if self.config.ca_bundle:
+            session.verify = self.config.ca_bundle
+
+    def _get(self, url: str, params: dict[str, str]) -> dict[str, Any]:
+        session = http.thread_session(ca_bundle=self.config.ca_bundle)
+        try:
+            response = session.get(url, params=params, timeout=self.config.timeout, allow_redirects=False)
+        except requests.RequestException as e:
+            raise transport_error(e, url) from e
+        return parse_response(response)
+
+    @staticmethod
+    def _raise_for_error(response: requests.Response) -> requests.Response:
+        parse_response(response)
+        return response
+
+
+def parse_response(response: requests.Response) -> dict[str, Any]:
+    """The JSON body of a successful answer, or the matching exception (code first, status second)."""
+    try:
+        payload = response.json()
+    except ValueError:
+        payload = None
+    if isinstance(payload, dict) and payload.get("error"):
+        # wrong_client arrives with HTTP 200: the error code, not the status, decides.
+        raise error_from_payload(payload, status=response.status_code, method="oauth")
+    if response.status_code >= 500:
+        status = response.status_code
+        raise Bitrix24ServerError("", f"OAuth server answered HTTP {status}", status=status, method="oauth")
+    if response.status_code != 200 or not isinstance(payload, dict):
+        raise Bitrix24ApiError(
+            "ERROR_UNEXPECTED_ANSWER",
+            f"OAuth server answered HTTP {response.status_code} without a usable body",
+            status=response.status_code,
+            method="oauth",
+        )
+    return payload
+
+
+def transport_error(e: requests.RequestException, url: str) -> Bitrix24TransportError:
+    """Classify a requests failure by whether the request may have reached the server.
+
+    The message names the host only: the URL's query carries the secret and the refresh token.
+    """
+    host = urlsplit(url).netloc
+    kind = type(e).__name__
+    if isinstance(e, requests.ConnectTimeout):
+        return Bitrix24Timeout(f"{kind} connecting to {host}", sent=False)
+    if isinstance(e, requests.Timeout):
+        return Bitrix24Timeout(f"{kind}: no answer from {host} in time", sent=True)
+    if isinstance(e, requests.exceptions.SSLError):
+        return Bitrix24TransportError(f"TLS failure with {host}", sent=False)
+    if isinstance(e, requests.ConnectionError):
+        reason = e.args[0] if e.args else None
+        inner = getattr(reason, "reason", reason)
+        if isinstance(inner, urllib3.exceptions.NewConnectionError | urllib3.exceptions.NameResolutionError):
+            return Bitrix24TransportError(f"cannot connect to {host}", sent=False)
+        return Bitrix24TransportError(f"{kind}: connection to {host} lost", sent=True)
+    return Bitrix24TransportError(f"{kind} talking to {host}", sent=True)
+
+
+def backoff_delays(attempts: int, *, base: float = 0.5, cap: float = 8.0) -> list[float]:
+    """Full-jitter exponential delays for retrying a request that never left this machine."""
+    return [random.uniform(0, min(cap, base * 2**i)) for i in range(attempts)]

@@ -1,0 +1,97 @@
+"""PortalCredentials: the Credentials protocol (portals.bitrix.credentials) for installed portals."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+from ..models import Portal
+from .oauth import Clock
+from .tokens import RefreshWhen, portal_raise_if_unusable, portal_tokens_refresh
+
+# last_used_at is written at most this often per portal: it feeds the keep-alive policy, which
+# works in days, so a write per call would only load the database.
+LAST_USED_RESOLUTION = timedelta(minutes=10)
+
+
+class PortalCredentials:
+    """Credentials of one installed portal, backed by its Portal row.
+
+    Safe to share between threads: the snapshot of the row is only ever replaced whole, never
+    edited in place. The store is the truth: every refresh goes through the single-flight
+    :func:`portal_tokens_refresh` and then takes the row it returns.
+    """
+
+    def __init__(self, portal_id: int, *, clock: Clock | None = None, portal: Portal | None = None):
+        self.portal_id = portal_id
+        self._clock = clock or timezone.now
+        self._portal = portal if portal is not None and portal.pk == portal_id else None
+
+    def __repr__(self) -> str:
+        return f"PortalCredentials(portal_id={self.portal_id})"
+
+    @property
+    def portal(self) -> Portal:
+        if self._portal is None:
+            self._portal = Portal.objects.get(pk=self.portal_id)
+        return self._portal
+
+    def reload(self) -> Portal:
+        self._portal = Portal.objects.get(pk=self.portal_id)
+        return self._portal
+
+    @property
+    def bucket_key(self) -> str:
+        return self.portal.member_id
+
+    @property
+    def plan(self) -> str:
+        return self.portal.plan
+
+    def endpoint(self) -> str:
+        return self.portal.client_endpoint
+
+    def access_token(self) -> str | None:
+        """The stored access token, refreshed first when it expires within the refresh margin.
+
+        Raises Bitrix24InvalidGrant / Bitrix24PaymentRequired / Bitrix24PortalUnavailable at once
+        when the portal is not usable (the state says why), without any request.
+        """
+        portal = self.portal
+        portal_raise_if_unusable(portal)
+        now = self._clock()
+        margin = timedelta(seconds=settings.BITRIX24_TOKEN_REFRESH_MARGIN)
+        if portal.access_token_expires_within(margin, now=now):
+            self._portal = portal = portal_tokens_refresh(
+                portal_id=self.portal_id,
+                when=RefreshWhen(expiring_within=margin),
+                reason="ahead",
+                clock=self._clock,
+            )
+        self._touch(portal, now)
+        return portal.access_token
+
+    def refresh(self, stale_token: str | None) -> None:
+        """After ``stale_token`` was refused: refresh once across all processes, or just reload.
+
+        A caller whose token was rotated by someone else (it got invalid_token or expired_token
+        for an old token) finds a different token stored and only reloads it.
+        """
+        when = RefreshWhen(stale_token=stale_token) if stale_token else RefreshWhen()
+        self._portal = portal_tokens_refresh(portal_id=self.portal_id, when=when, clock=self._clock)
+        portal_raise_if_unusable(self._portal)
+
+    def moved(self, new_domain: str) -> None:
+        """Follow a rename once the OAuth server confirms ``new_domain`` is this member_id."""
+        from .lifecycle import portal_domain_follow
+
+        self._portal = portal_domain_follow(
+            portal_id=self.portal_id, new_domain=new_domain, clock=self._clock
+        )
+
+    def _touch(self, portal: Portal, now: datetime) -> None:
+        if portal.last_used_at is None or now - portal.last_used_at >= LAST_USED_RESOLUTION:
+            Portal.objects.filter(pk=portal.pk).update(last_used_at=now)
+            portal.last_used_at = now

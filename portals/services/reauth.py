@@ -1,0 +1,79 @@
+"""Re-authorising an installed portal with the OAuth authorisation-code flow (protocol §2.2).
+
+start → the portal's /oauth/authorize/ → our callback with ``code`` and ``state`` → code
+exchange at the portal's allow-listed OAuth server → the new pair stored, the portal active.
+``state`` is random, single-use, bound to one portal and kept server-side (the cache), so a
+callback can neither be forged nor replayed, and no cookie is needed.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from urllib.parse import urlsplit
+
+from django.core.cache import cache
+from django.db import transaction
+from django.utils import timezone
+
+from ..bitrix.exceptions import Bitrix24Error, InvalidInstallRequest
+from ..models import Portal
+from .oauth import Clock, portal_oauth_server
+from .tokens import portal_apply_grant
+
+logger = logging.getLogger(__name__)
+
+STATE_TTL = 600
+
+
+def _state_key(state: str) -> str:
+    return f"portals:oauth-state:{state}"
+
+
+def portal_reauth_start(*, portal: Portal) -> str:
+    """The URL to send the browser to; its state is valid for one callback within STATE_TTL."""
+    state = secrets.token_urlsafe(32)
+    cache.set(_state_key(state), portal.pk, STATE_TTL)
+    https = urlsplit(portal.client_endpoint).scheme != "http"
+    return portal_oauth_server(portal=portal).authorization_url(
+        portal_domain=portal.domain, state=state, https=https
+    )
+
+
+def portal_reauth_complete(
+    *, state: str, code: str, member_id: str = "", clock: Clock | None = None
+) -> Portal:
+    """Finish the flow: check state, exchange the code, store the pair, make the portal active.
+
+    Raises InvalidInstallRequest (403) for an unknown, spent or mismatched state or a refused
+    code; nothing changes then.
+    """
+    clock = clock or timezone.now
+    key = _state_key(state or "")
+    portal_id = cache.get(key) if state else None
+    # delete() reports whether the key was still there: of two racing callbacks only one wins.
+    if portal_id is None or not cache.delete(key):
+        raise InvalidInstallRequest("unknown or spent OAuth state")
+    portal = Portal.objects.get(pk=portal_id)
+    if member_id and member_id.lower() != portal.member_id:
+        raise InvalidInstallRequest("callback for another portal")
+    if not code:
+        raise InvalidInstallRequest("callback without a code")
+    try:
+        grant = portal_oauth_server(portal=portal, clock=clock).exchange_code(code)
+    except Bitrix24Error as e:
+        raise InvalidInstallRequest(f"code exchange refused: {type(e).__name__}") from e
+    if grant.member_id and grant.member_id.lower() != portal.member_id:
+        raise InvalidInstallRequest("code exchanged for another portal")
+    now = clock()
+    with transaction.atomic():
+        portal = Portal.objects.select_for_update().get(pk=portal_id)
+        portal_apply_grant(portal, grant, now)
+        if portal.state != Portal.State.ACTIVE:
+            portal.state_changed_at = now
+        portal.state = Portal.State.ACTIVE
+        portal.state_reason = ""
+        portal.uninstalled_at = None
+        portal.save()
+    logger.info("portal.reauthorised", extra={"member_id": portal.member_id})
+    return portal

@@ -1,0 +1,47 @@
+"""The installer URL: the installer page's frame POST and the ONAPPINSTALL event."""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.views.decorators.clickjacking import xframe_options_exempt
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+from qs_codec import decode
+
+from ..bitrix.exceptions import InvalidInstallRequest
+from ..services.frames import Frame
+from ..services.install import install_claim_from_event, portal_install
+from .framing import framed_by
+
+logger = logging.getLogger(__name__)
+
+
+@csrf_exempt  # a cross-site POST from the portal (or its event queue): verified by the service
+@xframe_options_exempt
+@require_POST
+def install(request: HttpRequest) -> HttpResponse:
+    """Frame POST → verified install → a page that calls installFinish. ONAPPINSTALL → 200 "OK"."""
+    if request.POST.get("event", "").upper() == "ONAPPINSTALL":
+        return _install_event(request)
+    frame = Frame.parse(query=request.GET, form=request.POST)
+    try:
+        portal = portal_install(claim=frame.claim)
+    except InvalidInstallRequest as e:
+        logger.warning("portal.install_refused", extra={"source": "frame", "reason": str(e)})
+        return render(request, "portals/refused.html", {"reason": "install"}, status=e.http_status)
+    context = {"portal": portal, "js_sdk_url": settings.BITRIX24_JS_SDK_URL}
+    return framed_by(render(request, "portals/install.html", context), portal)
+
+
+def _install_event(request: HttpRequest) -> HttpResponse:
+    payload = decode(request.body.decode("utf-8", errors="replace"))
+    try:
+        portal_install(claim=install_claim_from_event(payload))
+    except InvalidInstallRequest as e:
+        logger.warning("portal.install_refused", extra={"source": "event", "reason": str(e)})
+        return HttpResponse("refused", status=e.http_status, content_type="text/plain")
+    return HttpResponse("OK", content_type="text/plain")

@@ -1,0 +1,66 @@
+"""Re-authorisation by the OAuth code flow: start (staff or the app page) and callback."""
+
+from __future__ import annotations
+
+import logging
+
+from django.contrib.admin.views.decorators import staff_member_required
+from django.core import signing
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404, render
+from django.views.decorators.http import require_GET
+
+from ..bitrix.exceptions import Bitrix24ConfigError, InvalidInstallRequest
+from ..models import Portal
+from ..services.frames import frame_session_from_signed
+from ..services.reauth import portal_reauth_complete, portal_reauth_start
+
+logger = logging.getLogger(__name__)
+
+
+@require_GET
+def oauth_start(request: HttpRequest) -> HttpResponse:
+    """Redirect to the portal's /oauth/authorize/.
+
+    Who may start it: a signed-in staff member (``?portal=<member_id>``, from the admin) or the
+    app page itself (``?frame=<signed token>``, issued to an authenticated frame).
+    """
+    frame_token = request.GET.get("frame", "")
+    if frame_token:
+        try:
+            portal_id, _user = frame_session_from_signed(frame_token)
+        except signing.BadSignature:
+            return render(request, "portals/refused.html", {"reason": "oauth"}, status=403)
+        portal = get_object_or_404(Portal, pk=portal_id)
+        return _redirect(portal)
+    return _staff_start(request)
+
+
+@staff_member_required
+def _staff_start(request: HttpRequest) -> HttpResponse:
+    portal = get_object_or_404(Portal, member_id=request.GET.get("portal", ""))
+    return _redirect(portal)
+
+
+def _redirect(portal: Portal) -> HttpResponse:
+    try:
+        return HttpResponseRedirect(portal_reauth_start(portal=portal))
+    except Bitrix24ConfigError:
+        logger.warning("portal.reauth_misconfigured", extra={"member_id": portal.member_id})
+        message = "This portal's OAuth server is not allowed."
+        return HttpResponse(message, status=409, content_type="text/plain")
+
+
+@require_GET
+def oauth_callback(request: HttpRequest) -> HttpResponse:
+    """Bitrix24 redirects here with code, state, domain, member_id, scope, server_domain."""
+    try:
+        portal = portal_reauth_complete(
+            state=request.GET.get("state", ""),
+            code=request.GET.get("code", ""),
+            member_id=request.GET.get("member_id", ""),
+        )
+    except InvalidInstallRequest as e:
+        logger.warning("portal.reauth_refused", extra={"reason": str(e)})
+        return render(request, "portals/refused.html", {"reason": "oauth"}, status=e.http_status)
+    return render(request, "portals/reauthorised.html", {"portal": portal})
