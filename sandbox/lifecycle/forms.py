@@ -16,7 +16,7 @@ import qs_codec
 _ENCODE_OPTIONS = qs_codec.EncodeOptions(
     list_format=qs_codec.ListFormat.INDICES,  # PHP numbers list items: l[0]=a&l[1]=b
     format=qs_codec.Format.RFC1738,  # PHP's urlencode: a space is "+"
-    skip_nulls=True,  # http_build_query drops nulls entirely
+    # Nulls are dropped by _php_scalar (as http_build_query does); qs-codec must keep "" values.
 )
 
 
