@@ -180,19 +180,19 @@ class Bitrix24Client:
         key = self.bucket_key
         paced = [method, *ledger_methods] if method != "batch" else list(ledger_methods)
         while True:
+            # Operating pacing first, without holding a slot: other methods keep flowing.
+            for m in paced:
+                delay = self.ledger.delay(key, self._credential_id, m)
+                if delay > self.retry.max_operating_wait:
+                    raise Bitrix24RateLimited(
+                        "OPERATION_TIME_LIMIT", f"{m} blocked for {delay:.0f}s", method=m, member_id=key
+                    )
+                if delay > 0:
+                    logger.info("bitrix.operating.pace", extra={"portal": key, "method": m, "wait": delay})
+                    self._sleep(delay)
+                    waited += delay
             with self._slots:
-                for m in paced:
-                    delay = self.ledger.delay(key, self._credential_id, m)
-                    if delay > self.retry.max_operating_wait:
-                        raise Bitrix24RateLimited(
-                            "OPERATION_TIME_LIMIT", f"{m} blocked for {delay:.0f}s", method=m, member_id=key
-                        )
-                    if delay > 0:
-                        logger.info(
-                            "bitrix.operating.pace", extra={"portal": key, "method": m, "wait": delay}
-                        )
-                        self._sleep(delay)
-                        waited += delay
+                # Reserve only once a slot is ours, so queued threads don't hold reservations.
                 wait = self.limiter.reserve(key, self.bucket)
                 if wait > 0:
                     self._sleep(wait)

@@ -93,11 +93,17 @@ class OperatingLedger:
             reset_at = float(time_info.get("operating_reset_at") or 0.0)
         except (TypeError, ValueError):
             return
+        now = self.clock()
+        finish = time_info.get("finish")
+        if reset_at and isinstance(finish, int | float) and finish > 0:
+            # The portal's clock may differ from ours: keep the reset as a distance from the
+            # portal's "now" (the answer's finish), re-based on our clock.
+            reset_at = now + (reset_at - float(finish))
         entry = self.get(bucket_key, credential_id, method)
         entry.operating = operating
         if reset_at:
             entry.reset_at = reset_at
-        entry.seen_at = self.clock()
+        entry.seen_at = now
         self._put(bucket_key, credential_id, method, entry)
 
     def blocked(self, bucket_key: str, credential_id: str, method: str) -> float:

@@ -59,6 +59,18 @@ def test_a_refusal_blocks_until_the_known_reset_or_a_default(ledger_pair) -> Non
     assert writer.blocked("m1", "app", "crm.deal.add") == pytest.approx(300)
 
 
+def test_a_skewed_portal_clock_is_rebased_on_ours(ledger_pair) -> None:
+    writer, reader, clock = ledger_pair
+    portal_now = clock.now + 3600  # the portal runs an hour ahead
+    writer.record(
+        "m1",
+        "app",
+        "crm.deal.list",
+        {"operating": 470.0, "operating_reset_at": portal_now + 25, "finish": portal_now},
+    )
+    assert reader.delay("m1", "app", "crm.deal.list") == pytest.approx(25)
+
+
 def test_answers_without_operating_are_ignored(ledger_pair) -> None:
     writer, reader, clock = ledger_pair
     writer.record("m1", "app", "user.get", {"start": 1.0, "finish": 2.0})
