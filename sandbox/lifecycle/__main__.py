@@ -1,0 +1,117 @@
+"""The portal page's actions from the command line, through the running sandbox's control API.
+
+    python -m sandbox.lifecycle install --portal 1            # installer POST, then ONAPPINSTALL
+    python -m sandbox.lifecycle install --portal 1 --finish explicit
+    python -m sandbox.lifecycle finish --portal 1             # installFinish, as BX24.installFinish()
+    python -m sandbox.lifecycle update --portal 1 [--version 3]
+    python -m sandbox.lifecycle payment-end --portal 1 | payment-renew --portal 1 [--days 30]
+    python -m sandbox.lifecycle rename --portal 1 --domain 127.0.0.9:8443
+    python -m sandbox.lifecycle uninstall --portal 1 [--clean]
+    python -m sandbox.lifecycle deliveries [--portal 1] [--event ONCRMDEALADD]
+    python -m sandbox.lifecycle urls [--installer URL] [--install-event URL] [--app-page URL]
+        [--placement URL-with-{name}] [--oauth-redirect URL] [--events URL] [--finish-mode auto|explicit]
+
+The control URL comes from --control-url or the state file (--state-file, default var/sandbox/state.json).
+Prints the JSON answer; exits 1 when the sandbox refuses the action.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import requests
+
+URL_OPTIONS = ("installer", "install_event", "app_page", "placement", "oauth_redirect", "events")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m sandbox.lifecycle", description="Sandbox portal lifecycle actions"
+    )
+    parser.add_argument("--state-file", default="var/sandbox/state.json")
+    parser.add_argument("--control-url", help="overrides the state file's control_url")
+    sub = parser.add_subparsers(dest="action", required=True)
+
+    def with_portal(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--portal", default="1", help="1-based index, member_id or domain")
+        return p
+
+    with_portal("install", "install without a browser").add_argument("--finish", choices=["auto", "explicit"])
+    with_portal("finish", "installFinish")
+    with_portal("update", "new app version (ONAPPUPDATE)").add_argument("--version", type=int)
+    with_portal("payment-end", "end the paid period (PAYMENT_REQUIRED, ONAPPPAYMENT)")
+    with_portal("payment-renew", "renew the paid period (ONAPPPAYMENT)").add_argument("--days", type=int)
+    with_portal("rename", "rename the portal (old host → 302)").add_argument("--domain", required=True)
+    with_portal("uninstall", "uninstall (ONAPPUNINSTALL)").add_argument("--clean", action="store_true")
+    deliveries = sub.add_parser("deliveries", help="the delivery log")
+    deliveries.add_argument("--portal")
+    deliveries.add_argument("--event")
+    urls = sub.add_parser("urls", help="show or change the app's registered URLs")
+    for name in URL_OPTIONS:
+        urls.add_argument(f"--{name.replace('_', '-')}", dest=name)
+    urls.add_argument("--finish-mode", choices=["auto", "explicit"])
+    return parser
+
+
+def _control_url(args: argparse.Namespace) -> str:
+    if args.control_url:
+        return args.control_url.rstrip("/") + "/"
+    state = json.loads(Path(args.state_file).read_text())
+    return str(state["control_url"]).rstrip("/") + "/"
+
+
+def _request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any]]:
+    """(HTTP method, path under /_sandbox/, JSON or query) for the chosen action."""
+    action = args.action
+    portal = {"portal": getattr(args, "portal", None)}
+    if action == "install":
+        return "POST", "lifecycle/install", {**portal, **({"finish": args.finish} if args.finish else {})}
+    if action == "finish":
+        return "POST", "lifecycle/install-finish", portal
+    if action == "update":
+        return "POST", "lifecycle/update", {**portal, **({"version": args.version} if args.version else {})}
+    if action == "payment-end":
+        return "POST", "lifecycle/payment", {**portal, "expired": True}
+    if action == "payment-renew":
+        return (
+            "POST",
+            "lifecycle/payment",
+            {**portal, "expired": False, **({"days": args.days} if args.days else {})},
+        )
+    if action == "rename":
+        return "POST", "lifecycle/rename", {**portal, "domain": args.domain}
+    if action == "uninstall":
+        return "POST", "lifecycle/uninstall", {**portal, "clean": args.clean}
+    if action == "deliveries":
+        query = {k: v for k, v in (("portal", args.portal), ("event", args.event)) if v}
+        return "GET", "lifecycle/deliveries", query
+    changes = {name: getattr(args, name) for name in URL_OPTIONS if getattr(args, name)}
+    body: dict[str, Any] = {"urls": changes} if changes else {}
+    if args.finish_mode:
+        body["finish_mode"] = args.finish_mode
+    return ("POST" if body else "GET"), "lifecycle", body
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    method, path, payload = _request(args)
+    url = _control_url(args) + path
+    if method == "GET":
+        response = requests.get(url, params=payload, timeout=60)
+    else:
+        response = requests.post(url, json=payload, timeout=60)
+    try:
+        body = response.json()
+    except ValueError:
+        body = {"status": response.status_code, "text": response.text[:500]}
+    print(json.dumps(body, indent=2))
+    return 0 if response.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
