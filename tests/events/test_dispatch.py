@@ -1,0 +1,180 @@
+"""Dispatch through the outbox with a real Celery worker: once, in order, retried, failed, replayed."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import pytest
+from django.core.management import call_command
+from django.db import transaction
+
+from events.models import Event
+from events.registry import PermanentEventError
+from portals.bitrix.exceptions import Bitrix24AccessDenied, Bitrix24ServerError
+from tests.fixtures.events import form_body, load_payload
+
+URL = "/bitrix/events/"
+FORM = "application/x-www-form-urlencoded"
+
+
+@pytest.fixture
+def fast_retries(settings):
+    settings.BITRIX24_EVENT_RETRY_BASE_SECONDS = 0.05
+    settings.BITRIX24_EVENT_RETRY_MAX_SECONDS = 0.2
+    settings.BITRIX24_EVENT_MAX_ATTEMPTS = 3
+
+
+@pytest.fixture
+def worker(redis_client, celery_worker):
+    """A real worker on a clean Redis (no wake-up flags left by another test)."""
+    return celery_worker
+
+
+def post(client, payload):
+    response = client.generic("POST", URL, form_body(payload), content_type=FORM)
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+def contact(contact_id: str, ts: int, **data):
+    return load_payload("oncrmcontactupdate__basic", ts=ts, data={"FIELDS": {"ID": contact_id, **data}})
+
+
+def wait_status(event_id: int, *statuses: str, timeout: float = 20.0) -> Event:
+    deadline = time.monotonic() + timeout
+    while True:
+        row = Event.objects.get(pk=event_id)
+        if row.status in statuses or time.monotonic() > deadline:
+            return row
+        time.sleep(0.05)
+
+
+def test_accepted_event_is_dispatched_once(client, make_portal, recorder, worker):
+    rec = recorder("ONCRMCONTACTUPDATE")
+    now = int(time.time())
+    make_portal(contact("31", now))
+    first = post(client, contact("31", now))
+    duplicate = post(client, {**contact("31", now), "event_handler_id": "77"})
+    assert (first["result"], duplicate["result"]) == ("accepted", "duplicate")
+    row = wait_status(first["id"], "done")
+    assert row.status == "done"
+    assert row.attempts == 1
+    time.sleep(0.3)  # give a second dispatch the chance to happen
+    assert rec.calls == [("ONCRMCONTACTUPDATE", "31", now)]
+
+
+def test_many_events_over_many_objects_all_dispatched_exactly_once(client, make_portal, recorder, worker):
+    rec = recorder("ONCRMCONTACTUPDATE")
+    now = int(time.time())
+    make_portal(contact("1", now))
+    ids = [post(client, contact(str(i % 17), now + i // 17, N=str(i)))["id"] for i in range(120)]
+    calls = rec.wait_for(120)
+    assert len(calls) == 120
+    for event_id in ids:
+        assert wait_status(event_id, "done").status == "done"
+    time.sleep(0.3)
+    assert len(rec.calls) == 120
+
+
+def test_events_of_one_object_are_processed_in_ts_order(client, make_portal, recorder, worker):
+    rec = recorder("ONCRMCONTACTUPDATE")
+    now = int(time.time())
+    make_portal(contact("5", now))
+    # Arrive out of order, committed together: the drainer sees all three at once.
+    with transaction.atomic():
+        for offset in (2, 0, 1):
+            post(client, contact("5", now + offset))
+    calls = rec.wait_for(3)
+    assert [c[2] for c in calls] == [now, now + 1, now + 2]
+
+
+def test_failing_event_is_retried_with_backoff_and_blocks_its_object(
+    client, make_portal, recorder, worker, fast_retries
+):
+    rec = recorder("ONCRMCONTACTUPDATE")
+    now = int(time.time())
+    make_portal(contact("7", now))
+    rec.fail_next("7", Bitrix24ServerError("INTERNAL_SERVER_ERROR", "boom"), RuntimeError("flaky"))
+    with transaction.atomic():
+        first = post(client, contact("7", now))
+        second = post(client, contact("7", now + 1))
+        other = post(client, contact("8", now + 2))
+    calls = rec.wait_for(3)
+    # The other object went ahead; the later event of object 7 waited for the first one's retries.
+    assert [(c[1], c[2]) for c in calls] == [("8", now + 2), ("7", now), ("7", now + 1)]
+    row = wait_status(first["id"], "done")
+    assert (row.status, row.attempts) == ("done", 3)
+    assert wait_status(second["id"], "done").attempts == 1
+    assert wait_status(other["id"], "done").attempts == 1
+
+
+def test_retries_are_bounded_then_failed_and_replayable(client, make_portal, recorder, worker, fast_retries):
+    rec = recorder("ONCRMCONTACTUPDATE")
+    now = int(time.time())
+    make_portal(contact("9", now))
+    rec.fail_next("9", *[RuntimeError(f"down {i}") for i in range(3)])
+    event_id = post(client, contact("9", now))["id"]
+    row = wait_status(event_id, "failed")
+    assert row.status == "failed"
+    assert row.attempts == 3
+    assert "RuntimeError: down 2" in row.last_error
+    assert rec.calls == []
+
+    out = io.StringIO()
+    call_command("bitrix", "events", "list", "--status", "failed", stdout=out)
+    assert str(event_id) in out.getvalue()
+    call_command("bitrix", "events", "replay", "--failed", stdout=out)
+    assert "re-queued 1 event(s)" in out.getvalue()
+    row = wait_status(event_id, "done")
+    assert (row.status, row.last_error) == ("done", "")
+    assert rec.calls == [("ONCRMCONTACTUPDATE", "9", now)]
+
+
+@pytest.mark.parametrize(
+    "error", [PermanentEventError("bad data"), Bitrix24AccessDenied("ACCESS_DENIED", "no")]
+)
+def test_permanent_error_fails_at_once_and_later_events_proceed(client, make_portal, recorder, worker, error):
+    rec = recorder("ONCRMCONTACTUPDATE")
+    now = int(time.time())
+    make_portal(contact("11", now))
+    rec.fail_next("11", error)
+    with transaction.atomic():
+        first = post(client, contact("11", now))
+        second = post(client, contact("11", now + 1))
+    row = wait_status(first["id"], "failed")
+    assert (row.status, row.attempts) == ("failed", 1)
+    assert type(error).__name__ in row.last_error
+    assert wait_status(second["id"], "done").status == "done"
+    assert rec.calls == [("ONCRMCONTACTUPDATE", "11", now + 1)]
+
+
+def test_replay_by_id_redispatches_a_done_event(client, make_portal, recorder, worker):
+    rec = recorder("ONCRMCONTACTUPDATE")
+    now = int(time.time())
+    make_portal(contact("12", now))
+    event_id = post(client, contact("12", now))["id"]
+    rec.wait_for(1)
+    wait_status(event_id, "done")
+    out = io.StringIO()
+    call_command("bitrix", "events", "replay", "--id", str(event_id), stdout=out)
+    assert rec.wait_for(2) == [("ONCRMCONTACTUPDATE", "12", now)] * 2
+
+
+def test_sweep_recovers_events_whose_wake_up_was_lost(make_portal, recorder, worker):
+    from events.services.dispatch import events_sweep
+    from events.services.intake import event_store
+    from portals.bitrix.events import parse_event_body
+
+    rec = recorder("ONCRMCONTACTUPDATE")
+    now = int(time.time())
+    portal = make_portal(contact("13", now))
+    payload = parse_event_body(form_body(contact("13", now)))
+    # Stored without its after-commit wake-up (as if the web process died right after COMMIT).
+    with transaction.atomic():
+        event_id = event_store(portal_id=portal.pk, payload=payload, now=payload.ts)
+        transaction.get_connection().run_on_commit = []
+    time.sleep(0.3)
+    assert rec.calls == []
+    assert events_sweep() == [Event.objects.get(pk=event_id).shard]
+    assert rec.wait_for(1) == [("ONCRMCONTACTUPDATE", "13", now)]
