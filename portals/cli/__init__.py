@@ -8,4 +8,5 @@ SUBCOMMANDS: list[str] = [
     "portals.cli.call",
     "portals.cli.export",
     "portals.cli.importer",
+    "events.cli",
 ]
