@@ -9,7 +9,7 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from .bitrix.exceptions import Bitrix24AuthError, Bitrix24ServerError, Bitrix24TransportError
+from .bitrix.exceptions import Bitrix24AuthError, Bitrix24Error, Bitrix24ServerError, Bitrix24TransportError
 from .services.sweep import dormant_age, portals_sweep_plan, warm_window
 from .services.tokens import RefreshWhen, portal_tokens_refresh
 
@@ -35,6 +35,23 @@ def portal_tokens_refresh_task(self, portal_id: int, reason: str) -> None:
         raise self.retry(exc=e, countdown=min(600, 30 * 2**self.request.retries))
     except Bitrix24AuthError:
         pass  # recorded on the portal (state + reason) by the service
+
+
+@shared_task(bind=True, ignore_result=True, max_retries=8, acks_late=True)
+def portal_events_bind_task(self, portal_id: int) -> None:
+    """Bind the app's events on a freshly installed portal (the events layer owns the binding)."""
+    # Imported here: the events app depends on portals, never the other way round at import time.
+    from events.services.binding import app_events_bind
+
+    try:
+        app_events_bind(portal_id=portal_id)
+    except (Bitrix24TransportError, Bitrix24ServerError) as e:
+        if self.request.is_eager:
+            logger.warning("portal.events_bind_failed", extra={"portal_id": portal_id})
+            return
+        raise self.retry(exc=e, countdown=min(900, 15 * 2**self.request.retries))
+    except Bitrix24Error as e:
+        logger.warning("portal.events_bind_failed", extra={"portal_id": portal_id, "error": type(e).__name__})
 
 
 @shared_task(ignore_result=True)

@@ -138,7 +138,7 @@ def _confirmed(*, portal: Portal, token: str, clock: Clock | None) -> AppInfo:
 
 
 def user_is_admin(*, session: FrameSession) -> bool:
-    """Whether the acting user administers the portal (``user.admin`` with their own token)."""
+    """Whether the acting user administers the portal (``profile`` → ADMIN, with their own token)."""
     credentials = TokenCredentials(
         token=session.access_token,
         client_endpoint=session.portal.client_endpoint,
@@ -146,9 +146,10 @@ def user_is_admin(*, session: FrameSession) -> bool:
         plan_name=session.portal.plan,
     )
     try:
-        return bool(rest_call(credentials=credentials, method="user.admin"))
+        result = rest_call(credentials=credentials, method="profile")
     except Bitrix24Error:
         return False
+    return isinstance(result, dict) and result.get("ADMIN") in (True, "Y", "1", 1, "true")
 
 
 def portal_restore_from_frame(*, frame: Frame, session: FrameSession, clock: Clock | None = None) -> Portal:

@@ -178,7 +178,8 @@ def portal_install(*, claim: InstallClaim, clock: Clock | None = None) -> Portal
     """
     clock = clock or timezone.now
     verified = install_verify(claim=claim, clock=clock)
-    license_info = _portal_license(verified)
+    # The OAuth server's app.info may already carry LICENSE; otherwise ask the portal's own.
+    license_info = {"LICENSE": verified.info.license} if verified.info.license else _portal_license(verified)
     portal = portal_store_verified(verified=verified, license_info=license_info, clock=clock, installing=True)
     transaction.on_commit(lambda: _events_bind(portal.pk))
     logger.info(
@@ -227,7 +228,9 @@ def portal_store_verified(
             if license:
                 portal.license = license[:64]
                 portal.plan = plan_for_license(license)
-        payment_expired = str((license_info or {}).get("PAYMENT_EXPIRED", "N")).upper() == "Y"
+        payment_expired = info.payment_expired is True or (
+            str((license_info or {}).get("PAYMENT_EXPIRED", "N")).upper() == "Y"
+        )
         new_state = Portal.State.PAYMENT_REQUIRED if payment_expired else Portal.State.ACTIVE
         if portal.state != new_state or portal.pk is None:
             portal.state_changed_at = now
@@ -261,7 +264,7 @@ def _portal_license(verified: VerifiedInstall) -> Mapping[str, Any] | None:
 
 
 def _events_bind(portal_id: int) -> None:
-    # Imported here: the events app depends on portals, never the other way round at import time.
-    from events.services.binding import app_events_bind
+    # A task, so a slow or failing event.bind never fails the install request that triggered it.
+    from ..tasks import portal_events_bind_task
 
-    app_events_bind(portal_id=portal_id)
+    portal_events_bind_task.delay(portal_id)
