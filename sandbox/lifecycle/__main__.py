@@ -5,7 +5,7 @@
     python -m sandbox.lifecycle finish --portal 1             # installFinish, as BX24.installFinish()
     python -m sandbox.lifecycle update --portal 1 [--version 3]
     python -m sandbox.lifecycle payment-end --portal 1 | payment-renew --portal 1 [--days 30]
-    python -m sandbox.lifecycle rename --portal 1 --domain 127.0.0.9:8443
+    python -m sandbox.lifecycle rename --portal 1
     python -m sandbox.lifecycle uninstall --portal 1 [--clean]
     python -m sandbox.lifecycle deliveries [--portal 1] [--event ONCRMDEALADD]
     python -m sandbox.lifecycle urls [--installer URL] [--install-event URL] [--app-page URL]
@@ -46,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     with_portal("update", "new app version (ONAPPUPDATE)").add_argument("--version", type=int)
     with_portal("payment-end", "end the paid period (PAYMENT_REQUIRED, ONAPPPAYMENT)")
     with_portal("payment-renew", "renew the paid period (ONAPPPAYMENT)").add_argument("--days", type=int)
-    with_portal("rename", "rename the portal (old host → 302)").add_argument("--domain", required=True)
+    with_portal("rename", "rename the portal to a new address (old host → 302)")
     with_portal("uninstall", "uninstall (ONAPPUNINSTALL)").add_argument("--clean", action="store_true")
     deliveries = sub.add_parser("deliveries", help="the delivery log")
     deliveries.add_argument("--portal")
@@ -84,7 +84,7 @@ def _request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any]]:
             {**portal, "expired": False, **({"days": args.days} if args.days else {})},
         )
     if action == "rename":
-        return "POST", "lifecycle/rename", {**portal, "domain": args.domain}
+        return "POST", "lifecycle/rename", portal
     if action == "uninstall":
         return "POST", "lifecycle/uninstall", {**portal, "clean": args.clean}
     if action == "deliveries":

@@ -127,6 +127,10 @@ def identity(sb: Sandbox, *, portal: Portal, app: AppInstall) -> PortalIdentity:
     )
 
 
-def rename(sb: Sandbox, *, portal: Portal, new_domain: str) -> None:
-    """The core's rename primitive: the old host then answers 302 to the new one."""
-    sb.portal_rename(portal, new_domain)
+async def rename(sb: Sandbox, *, portal: Portal) -> str:
+    """The core's rename primitive: the portal moves to a new loopback address (the core picks it and
+    binds listeners); the old host then answers 302 to the new one. Returns the old domain; raises
+    ActionError when the server can't bind new listeners (in-process use)."""
+    if sb.listeners is None:
+        raise ActionError("renaming needs the server's listeners")
+    return await sb.portal_rename(portal)

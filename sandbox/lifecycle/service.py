@@ -325,10 +325,10 @@ def app_payment(sb: Sandbox, *, portal: Portal, expired: bool, days: int | None 
     return {"payment_expired": expired, "queued": queued}
 
 
-def portal_rename(sb: Sandbox, *, portal: Portal, new_domain: str) -> dict[str, Any]:
-    """Rename the portal: the old host answers 302 to the new one; later events carry the new domain."""
-    old = portal.domain
-    core.rename(sb, portal=portal, new_domain=new_domain)
+async def portal_rename(sb: Sandbox, *, portal: Portal) -> dict[str, Any]:
+    """Rename the portal: the old host answers 302 to the new one; later frames and events carry the
+    new domain (member_id stays)."""
+    old = await core.rename(sb, portal=portal)
     return {"old_domain": old, "domain": portal.domain}
 
 

@@ -170,7 +170,7 @@ async def portal_action(request: Request) -> Response:
             result = service.app_uninstall(sb, portal=portal, clean=form.get("clean") == "1")
             return _back(f"Uninstalled; ONAPPUNINSTALL queued for {result['queued']} handler(s).")
         if action == "rename":
-            service.portal_rename(sb, portal=portal, new_domain=str(form.get("domain", "")).strip())
+            await service.portal_rename(sb, portal=portal)
             return RedirectResponse(
                 f"{request.url.scheme}://{_listener_host(request, portal)}/portal/", status_code=303
             )
@@ -332,7 +332,7 @@ async def control_action(request: Request) -> Response:
                 days=int(days) if days is not None else None,
             )
         elif action == "rename":
-            result = service.portal_rename(sb, portal=portal, new_domain=str(data.get("domain", "")).strip())
+            result = await service.portal_rename(sb, portal=portal)
         elif action == "uninstall":
             result = service.app_uninstall(sb, portal=portal, clean=bool(data.get("clean", False)))
         elif action == "frame":

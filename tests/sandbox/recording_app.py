@@ -138,3 +138,145 @@ def recording_app() -> Iterator[RecordingApp]:
     yield app
     server.shutdown()
     server.server_close()
+
+
+# --- the sandbox under test ------------------------------------------------------------------------------
+
+
+class _InProcessSandbox:
+    """The sandbox app served by uvicorn in a thread on two loopback addresses (control + portal 1),
+    used only when the core's subprocess fixture (`sandbox.testing`) is not available."""
+
+    def __init__(self) -> None:
+        import asyncio
+        import socket
+
+        import uvicorn
+
+        from sandbox import extensions
+
+        extensions.load_extensions()
+        from sandbox.app import SandboxApp
+        from sandbox.config import Config
+        from sandbox.state import Sandbox
+
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        probe.close()
+        self.sb = Sandbox(Config(portals=1, port=port, http_port=port, deals=5))
+        sockets = []
+        for host in ("127.0.0.1", self.sb.portals[0].address):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            sockets.append(sock)
+        sb = self.sb
+
+        class Server(uvicorn.Server):
+            async def startup(self, sockets=None):  # run the extensions' startup hooks in the loop
+                await super().startup(sockets)
+                for hook in extensions.on_startup:
+                    result = hook(sb)
+                    if asyncio.iscoroutine(result):
+                        await result
+
+        self.server = Server(uvicorn.Config(SandboxApp(sb), log_level="warning"))
+        self.thread = threading.Thread(
+            target=lambda: asyncio.run(self.server.serve(sockets=sockets)), daemon=True
+        )
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.state = sb.state("")
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture(scope="session")
+def _lifecycle_server(request):
+    """The core's `sandbox` fixture when it exists, else an in-process server."""
+    try:
+        import sandbox.testing  # noqa: F401
+    except ModuleNotFoundError:
+        server = _InProcessSandbox()
+        yield server
+        server.stop()
+        return
+    yield request.getfixturevalue("sandbox")
+
+
+@dataclass
+class Life:
+    """Test helper: the sandbox's control API and REST, plus the recording app its URLs point at."""
+
+    server: Any
+    app: RecordingApp
+
+    @property
+    def control_url(self) -> str:
+        return str(self.server.state["control_url"])
+
+    def portal(self, index: int = 1) -> dict[str, Any]:
+        return self.server.state["portals"][index - 1]
+
+    def control(
+        self, path: str, *, expect: int = 200, method: str = "POST", **payload: Any
+    ) -> dict[str, Any]:
+        import requests
+
+        url = self.control_url + path
+        response = (
+            requests.get(url, params=payload, timeout=30)
+            if method == "GET"
+            else requests.post(url, json=payload, timeout=30)
+        )
+        assert response.status_code == expect, (path, response.status_code, response.text)
+        return response.json()
+
+    def wait(self) -> None:
+        self.control("lifecycle/deliveries/wait", timeout=20)
+
+    def frame(self, index: int = 1, **payload: Any) -> dict[str, Any]:
+        return self.control("lifecycle/frame", portal=index, **payload)
+
+    def token(self, index: int = 1, user_id: int | None = None) -> str:
+        return self.frame(index, **({"user_id": user_id} if user_id else {}))["body"]["AUTH_ID"]
+
+    def rest(self, method: str, token: str, index: int = 1, **params: Any):
+        import requests
+
+        return requests.post(
+            f"{self.portal(index)['http_endpoint']}{method}.json", json={**params, "auth": token}, timeout=30
+        )
+
+    def crm(self, action: str, index: int = 1, **fields: Any) -> dict[str, Any]:
+        return self.control("lifecycle/crm", portal=index, action=action, **fields)
+
+    def deliveries(self, **query: Any) -> list[dict[str, Any]]:
+        return self.control("lifecycle/deliveries", method="GET", **query)["deliveries"]
+
+
+@pytest.fixture
+def life(_lifecycle_server, recording_app) -> Iterator[Life]:
+    """A freshly reset sandbox whose app URLs point at this test's recording app."""
+    helper = Life(_lifecycle_server, recording_app)
+    helper.control("reset")
+    helper.control(
+        "lifecycle",
+        urls={
+            "installer": f"{recording_app.url}/bitrix/install/",
+            "install_event": f"{recording_app.url}/bitrix/install/",
+            "app_page": f"{recording_app.url}/bitrix/app/",
+            "placement": f"{recording_app.url}/bitrix/placement/{{name}}/",
+            "oauth_redirect": f"{recording_app.url}/bitrix/oauth/callback/",
+            "events": f"{recording_app.url}/bitrix/events/",
+        },
+        finish_mode="auto",
+        delivery_timeout=10,
+    )
+    yield helper
+    helper.wait()

@@ -1,0 +1,160 @@
+"""Install, installFinish, ONAPPINSTALL, update, payment and uninstall, asserted on the wire."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+# The fixtures live beside the recording app; test arguments shadow these imports by design.
+# ruff: noqa: F811
+from tests.sandbox.recording_app import Life, _lifecycle_server, life, recording_app  # noqa: F401
+
+FRAME_QUERY = {"DOMAIN", "PROTOCOL", "LANG", "APP_SID"}
+FRAME_BODY = {
+    "AUTH_ID",
+    "AUTH_EXPIRES",
+    "REFRESH_ID",
+    "SERVER_ENDPOINT",
+    "member_id",
+    "status",
+    "PLACEMENT",
+    "APPLICATION_TOKEN",
+    "APPLICATION_SCOPE",
+}
+
+
+def test_command_line_install_posts_the_frame_then_onappinstall(life: Life):
+    portal = life.portal(1)
+    answer = life.control("lifecycle/install", portal=1)
+    assert (
+        answer["installer_status"] == 200 and answer["installed"] is True and answer["state"] == "installed"
+    )
+    life.wait()
+    frame, install_event = life.app.received("/bitrix/install/")
+    # The frame POST: context in the query string, tokens in the form body (protocol §1.2).
+    assert frame.method == "POST"
+    assert set(frame.query) == FRAME_QUERY
+    assert frame.query["DOMAIN"] == [portal["domain"]]
+    assert set(frame.form) == FRAME_BODY
+    assert frame.form["member_id"] == portal["member_id"] and frame.form["PLACEMENT"] == "DEFAULT"
+    assert frame.headers["content-type"] == "application/x-www-form-urlencoded"
+    # ONAPPINSTALL: form-encoded, nested auth with refresh_token and the same application_token.
+    assert install_event.headers["content-type"] == "application/x-www-form-urlencoded"
+    assert b"auth%5Baccess_token%5D=" in install_event.body
+    form = install_event.form
+    assert form["event"] == "ONAPPINSTALL" and form["event_handler_id"].isdigit() and form["ts"].isdigit()
+    assert form["data"] == {"VERSION": "1", "ACTIVE": "Y", "INSTALLED": "Y", "LANGUAGE_ID": "en"}
+    auth = form["auth"]
+    assert auth["application_token"] == frame.form["APPLICATION_TOKEN"]
+    assert auth["refresh_token"] and auth["access_token"] and auth["member_id"] == portal["member_id"]
+    assert auth["domain"] == portal["domain"] and auth["client_endpoint"] == portal["client_endpoint"]
+    # The token handed out in the install event works against REST.
+    assert life.rest("event.get", auth["access_token"]).status_code == 200
+
+
+def test_explicit_finish_holds_events_until_installfinish(life: Life):
+    life.control("lifecycle", finish_mode="explicit")
+    assert life.control("lifecycle/install", portal=1)["state"] == "installing"
+    token = life.token()
+    # The installer binds its handler (allowed before installFinish) ...
+    bound = life.rest("event.bind", token, event="ONCRMDEALADD", handler=f"{life.app.url}/bitrix/events/")
+    assert bound.json()["result"] is True
+    # ... but nothing is delivered until installFinish: not ONAPPINSTALL, not the CRM event.
+    life.crm("deal-add", title="before finish")
+    life.wait()
+    assert life.app.received(event="ONAPPINSTALL") == [] and life.app.received("/bitrix/events/") == []
+    assert life.control("lifecycle/install-finish", portal=1)["finished_now"] is True
+    life.crm("deal-add", title="after finish")
+    life.wait()
+    assert len(life.app.received(event="ONAPPINSTALL")) == 1
+    events = life.app.received("/bitrix/events/")
+    assert [e.form["event"] for e in events] == ["ONCRMDEALADD"]
+    # installFinish is idempotent: a second call sends nothing.
+    assert life.control("lifecycle/install-finish", portal=1)["finished_now"] is False
+
+
+def test_installer_error_does_not_finish_the_install(life: Life):
+    life.app.behave("/bitrix/install/", status=500)
+    answer = life.control("lifecycle/install", portal=1)
+    assert answer["installer_status"] == 500 and answer["state"] == "installing"
+    life.wait()
+    assert life.app.received(event="ONAPPINSTALL") == []
+
+
+def test_update_sends_new_application_token(life: Life):
+    life.control("lifecycle/install", portal=1)
+    life.wait()
+    old_token = life.app.received(event="ONAPPINSTALL")[0].form["auth"]["application_token"]
+    token = life.token()
+    life.rest("event.bind", token, event="ONAPPUPDATE", handler=f"{life.app.url}/bitrix/events/")
+    answer = life.control("lifecycle/update", portal=1)
+    assert answer == {**answer, "version": 2, "previous_version": 1, "queued": 1}
+    life.wait()
+    (update,) = life.app.received(event="ONAPPUPDATE")
+    assert update.form["data"] == {"VERSION": "2", "PREVIOUS_VERSION": "1", "LANGUAGE_ID": "en"}
+    assert update.form["auth"]["application_token"] != old_token
+    assert update.form["auth"]["refresh_token"]
+    assert life.frame()["body"]["APPLICATION_TOKEN"] == update.form["auth"]["application_token"]
+
+
+def test_payment_end_and_renew(life: Life):
+    token = life.token()
+    life.rest("event.bind", token, event="ONAPPPAYMENT", handler=f"{life.app.url}/bitrix/events/")
+    life.control("lifecycle/payment", portal=1, expired=True)
+    refused = life.rest("event.get", token)
+    assert refused.status_code == 401 and refused.json()["error"] == "PAYMENT_REQUIRED"
+    life.control("lifecycle/payment", portal=1, expired=False, days=14)
+    assert life.rest("event.get", token).status_code == 200
+    life.wait()
+    ended, renewed = life.app.received(event="ONAPPPAYMENT")
+    assert ended.form["data"]["PAYMENT_EXPIRED"] == "Y" and renewed.form["data"]["PAYMENT_EXPIRED"] == "N"
+    assert renewed.form["data"]["DAYS"] == "14"
+    assert (
+        "access_token" not in ended.form["auth"]
+        and ended.form["auth"]["member_id"] == life.portal()["member_id"]
+    )
+
+
+def test_uninstall_reaches_only_bound_handlers_and_revokes(life: Life):
+    token = life.token()
+    life.control("lifecycle/uninstall", portal=1, clean=False)
+    life.wait()
+    assert life.app.received(event="ONAPPUNINSTALL") == []  # nothing bound: nothing sent
+    life.control("lifecycle/install", portal=1)
+    token = life.token()
+    life.rest("event.bind", token, event="ONAPPUNINSTALL", handler=f"{life.app.url}/bitrix/events/")
+    assert life.control("lifecycle/uninstall", portal=1, clean=True)["queued"] == 1
+    life.wait()
+    (gone,) = life.app.received(event="ONAPPUNINSTALL")
+    assert gone.form["data"] == {"LANGUAGE_ID": "en", "CLEAN": "1"}
+    assert set(gone.form["auth"]) == {
+        "domain",
+        "server_endpoint",
+        "client_endpoint",
+        "member_id",
+        "application_token",
+    }
+    assert life.rest("event.get", token).status_code == 401
+    life.control("lifecycle/update", portal=1, expect=409)
+
+
+def test_cli_install(life: Life):
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sandbox.lifecycle",
+            "--control-url",
+            life.control_url,
+            "install",
+            "--portal",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert '"installed": true' in done.stdout
+    life.wait()
+    assert len(life.app.received(event="ONAPPINSTALL")) == 1
