@@ -299,8 +299,8 @@ def write_state(path: Path, state: dict[str, Any]) -> None:
 def summary(sandbox: Sandbox, out: Any, *, quiet: bool) -> None:
     config = sandbox.config
     print(
-        f"Sandbox: {len(sandbox.portals)} portal(s), plan {config.plan}; OAuth server {sandbox.oauth_server}; "
-        f"control {sandbox.control_url}; state {config.state_file}",
+        f"Sandbox: {len(sandbox.portals)} portal(s), plan {config.plan}; "
+        f"OAuth server {sandbox.oauth_server}; control {sandbox.control_url}; state {config.state_file}",
         file=out,
     )
     if quiet:
