@@ -82,7 +82,13 @@ def _run(
         if r.ok:
             ok += 1
         elif r.error is not None:
-            failures.append({"line": n, "error": r.error.code or "ERROR", "description": r.error.description})
+            failures.append(
+                {
+                    "line": n,
+                    "error": r.error.code or type(r.error).__name__,
+                    "description": r.error.description,
+                }
+            )
         else:
             failures.append({"line": n, "error": "NOT_RUN", "description": "not run"})
     return ok, failures
