@@ -143,72 +143,6 @@ def recording_app() -> Iterator[RecordingApp]:
 # --- the sandbox under test ------------------------------------------------------------------------------
 
 
-class _InProcessSandbox:
-    """The sandbox app served by uvicorn in a thread on two loopback addresses (control + portal 1),
-    used only when the core's subprocess fixture (`sandbox.testing`) is not available."""
-
-    def __init__(self) -> None:
-        import asyncio
-        import socket
-
-        import uvicorn
-
-        from sandbox import extensions
-
-        extensions.load_extensions()
-        from sandbox.app import SandboxApp
-        from sandbox.config import Config
-        from sandbox.state import Sandbox
-
-        probe = socket.socket()
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-        probe.close()
-        self.sb = Sandbox(Config(portals=1, port=port, http_port=port, deals=5))
-        sockets = []
-        for host in ("127.0.0.1", self.sb.portals[0].address):
-            sock = socket.socket()
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((host, port))
-            sockets.append(sock)
-        sb = self.sb
-
-        class Server(uvicorn.Server):
-            async def startup(self, sockets=None):  # run the extensions' startup hooks in the loop
-                await super().startup(sockets)
-                for hook in extensions.on_startup:
-                    result = hook(sb)
-                    if asyncio.iscoroutine(result):
-                        await result
-
-        self.server = Server(uvicorn.Config(SandboxApp(sb), log_level="warning"))
-        self.thread = threading.Thread(
-            target=lambda: asyncio.run(self.server.serve(sockets=sockets)), daemon=True
-        )
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
-        self.state = sb.state("")
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=5)
-
-
-@pytest.fixture(scope="session")
-def _lifecycle_server(request):
-    """The core's `sandbox` fixture when it exists, else an in-process server."""
-    try:
-        import sandbox.testing  # noqa: F401
-    except ModuleNotFoundError:
-        server = _InProcessSandbox()
-        yield server
-        server.stop()
-        return
-    yield request.getfixturevalue("sandbox")
-
-
 @dataclass
 class Life:
     """Test helper: the sandbox's control API and REST, plus the recording app its URLs point at."""
@@ -261,10 +195,9 @@ class Life:
 
 
 @pytest.fixture
-def life(_lifecycle_server, recording_app) -> Iterator[Life]:
-    """A freshly reset sandbox whose app URLs point at this test's recording app."""
-    helper = Life(_lifecycle_server, recording_app)
-    helper.control("reset")
+def life(sandbox, recording_app) -> Iterator[Life]:
+    """The (freshly reset) session sandbox, its app URLs pointed at this test's recording app."""
+    helper = Life(sandbox, recording_app)
     helper.control(
         "lifecycle",
         urls={
@@ -280,3 +213,18 @@ def life(_lifecycle_server, recording_app) -> Iterator[Life]:
     )
     yield helper
     helper.wait()
+    # Point the session sandbox's app card back at its own app_url for the tests that follow.
+    base = str(sandbox.state["app_url"]).rstrip("/")
+    helper.control(
+        "lifecycle",
+        urls={
+            "installer": f"{base}/bitrix/install/",
+            "install_event": f"{base}/bitrix/install/",
+            "app_page": f"{base}/bitrix/app/",
+            "placement": f"{base}/bitrix/placement/{{name}}/",
+            "oauth_redirect": f"{base}/bitrix/oauth/callback/",
+            "events": f"{base}/bitrix/events/",
+        },
+        finish_mode="auto",
+        offline_extended={str(i + 1): True for i in range(len(sandbox.state["portals"]))},
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 # The fixtures live beside the recording app; test arguments shadow these imports by design.
 # ruff: noqa: F811
-from tests.sandbox.recording_app import Life, _lifecycle_server, life, recording_app  # noqa: F401
+from tests.sandbox.recording_app import Life, life, recording_app  # noqa: F401
 
 
 def _bind(life: Life, token: str, event: str, path: str = "/bitrix/events/", **extra):

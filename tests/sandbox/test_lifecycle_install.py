@@ -7,7 +7,7 @@ import sys
 
 # The fixtures live beside the recording app; test arguments shadow these imports by design.
 # ruff: noqa: F811
-from tests.sandbox.recording_app import Life, _lifecycle_server, life, recording_app  # noqa: F401
+from tests.sandbox.recording_app import Life, life, recording_app  # noqa: F401
 
 FRAME_QUERY = {"DOMAIN", "PROTOCOL", "LANG", "APP_SID"}
 FRAME_BODY = {
@@ -158,3 +158,26 @@ def test_cli_install(life: Life):
     assert '"installed": true' in done.stdout
     life.wait()
     assert len(life.app.received(event="ONAPPINSTALL")) == 1
+
+
+def test_rename_redirects_old_host_and_events_carry_new_domain(life: Life):
+    import requests
+
+    old = life.portal(2)
+    token = life.token(2)
+    life.rest("event.bind", token, index=2, event="ONCRMDEALADD", handler=f"{life.app.url}/bitrix/events/")
+    answer = life.control("lifecycle/rename", portal=2)
+    assert answer["old_domain"] == old["domain"] and answer["domain"] != old["domain"]
+    moved = requests.post(
+        f"{old['http_endpoint']}event.get.json", json={"auth": token}, allow_redirects=False, timeout=10
+    )
+    assert moved.status_code == 302
+    new_host = moved.headers["location"].split("/")[2]
+    assert new_host.split(":")[0] == answer["domain"].split(":")[0]
+    assert requests.post(moved.headers["location"], json={"auth": token}, timeout=10).status_code == 200
+    life.crm("deal-add", index=2)
+    life.wait()
+    (event,) = life.app.received("/bitrix/events/")
+    assert event.form["auth"]["domain"] == answer["domain"]
+    assert event.form["auth"]["member_id"] == old["member_id"]  # member_id never changes
+    assert life.frame(2)["query"]["DOMAIN"] == answer["domain"]
