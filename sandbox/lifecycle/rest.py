@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sandbox.lifecycle import bindings, core
+from sandbox.lifecycle import bindings, core, service
 from sandbox.lifecycle.bindings import AppRegistrations
 from sandbox.lifecycle.errors import LifecycleError
 from sandbox.lifecycle.service import registrations
@@ -120,3 +120,22 @@ def placement_get(call: Call) -> list[dict[str, Any]]:
 def placement_list(call: Call) -> list[str]:
     """Placement codes available to the app (placement.list)."""
     return sorted(bindings.KNOWN_PLACEMENTS)
+
+
+@method("event.test", scope=None, app_only=True)
+def event_test(call: Call) -> int:
+    """event.test: fires ONAPPTEST with the call's parameters under data[QUERY] to bound handlers."""
+    app = call.auth.app
+    if app is None or not app.present:
+        raise LifecycleError(
+            "WRONG_AUTH_TYPE", "Current authorization type is denied for this method", status=403
+        )
+    service.events_deliver(
+        call.sandbox,
+        portal=call.portal,
+        event="ONAPPTEST",
+        data={"QUERY": dict(call.params)},
+        acting_user=call.auth.user_id,
+        app=app,
+    )
+    return 1

@@ -184,3 +184,17 @@ def test_portal_page_and_shim_are_served(life: Life):
     assert forged.status_code == 401
     life.wait()
     assert len(life.app.received(event="ONAPPINSTALL")) == 1
+
+
+def test_rest_writes_and_event_test_fire_events(life: Life):
+    token = life.token()
+    _bind(life, token, "ONCRMDEALUPDATE")
+    _bind(life, token, "ONAPPTEST", "/test-handler/")
+    updated = life.rest("crm.deal.update", token, id=3, fields={"TITLE": "changed by the app"})
+    assert updated.status_code == 200, updated.text
+    assert life.rest("event.test", token, any="thing").json()["result"] == 1
+    life.wait()
+    (change,) = life.app.received("/bitrix/events/")
+    assert change.form["event"] == "ONCRMDEALUPDATE" and change.form["data"]["FIELDS"]["ID"] == "3"
+    (probe,) = life.app.received("/test-handler/")
+    assert probe.form["event"] == "ONAPPTEST" and probe.form["data"]["QUERY"] == {"any": "thing"}
