@@ -298,16 +298,15 @@ def write_state(path: Path, state: dict[str, Any]) -> None:
 
 def summary(sandbox: Sandbox, out: Any, *, quiet: bool) -> None:
     config = sandbox.config
-    print(
+    # write() with explicit newlines: Django's OutputWrapper would double print()'s separate "\n".
+    out.write(
         f"Sandbox: {len(sandbox.portals)} portal(s), plan {config.plan}; "
-        f"OAuth server {sandbox.oauth_server}; control {sandbox.control_url}; state {config.state_file}",
-        file=out,
+        f"OAuth server {sandbox.oauth_server}; control {sandbox.control_url}; state {config.state_file}\n"
     )
-    if quiet:
-        return
-    print(f"App: client_id={config.client_id} client_secret={config.client_secret}", file=out)
-    for portal in sandbox.portals:
-        print(f"  {portal.domain}  member_id={portal.member_id}  webhook={portal.webhook_url()}", file=out)
+    if not quiet:
+        out.write(f"App: client_id={config.client_id} client_secret={config.client_secret}\n")
+        for portal in sandbox.portals:
+            out.write(f"  {portal.domain}  member_id={portal.member_id}  webhook={portal.webhook_url()}\n")
     out.flush()
 
 
