@@ -146,13 +146,19 @@ class Lister:
         a = self.adapter
         after = int(part["after"])
         upto = part.get("upto")
+        if upto is not None and after >= int(upto):
+            return [], True  # IDs are unique integers: nothing can lie in (upto, upto]
         limit = upto if upto is not None else part.get("span_hint")
         if limit is not None and int(limit) > after:
             length = min(MAX_COMMANDS, -(-(int(limit) - after) // PAGE))
             if upto is None:
                 length = min(MAX_COMMANDS, length + 1)  # the open end may have grown
+        elif limit is None:
+            length = MAX_COMMANDS  # no bound known (a single part): full chains
         else:
-            length = MAX_COMMANDS if upto is None else 1
+            # Past the part's span (or the open end's probed maximum): one call says whether
+            # rows remain, instead of a chain of calls referring to rows that don't exist.
+            length = 1
         commands: dict[str, tuple[str, dict[str, Any]]] = {}
         for i in range(length):
             ref: Any = after if i == 0 else a.last_ref(f"c{i - 1}")

@@ -246,9 +246,11 @@ class OAuthServer:
                 include_client_id=True,
                 client_secret=self.config.client_secret,
                 timeout=self.config.timeout,
+                verify=self._verify,
             )
         except requests.RequestException as e:
-            raise transport_error(e, self.token_url) from e
+            # Not chained: requests' message holds the URL, whose query carries the secret and code.
+            raise transport_error(e, self.token_url) from None
         except (OAuth2Error, ValueError, Warning) as e:  # oauthlib refused the body (not JSON, no token)
             reason = f"unusable token response: {type(e).__name__}"
             raise Bitrix24ServerError("ERROR_UNEXPECTED_ANSWER", reason)
@@ -272,12 +274,17 @@ class OAuthServer:
             "client_secret": self.config.client_secret,
             "refresh_token": refresh_token,
         }
-        payload = self._get(self.token_url, params)
+        payload = self._request("GET", self.token_url, params)
         return TokenGrant.from_payload(payload, now=self._now())
 
     def app_info(self, access_token: str) -> AppInfo:
         """app.info on the OAuth server for ``access_token``: which app, portal and user it belongs to."""
-        payload = self._get(self.rest_url + "app.info", {"auth": access_token})
+        try:
+            payload = self._request("POST", self.rest_url + "app.info", {"auth": access_token})
+        except Bitrix24TransportError:
+            # A read: safe to repeat once (a pooled keep-alive connection the server had closed
+            # fails this way without the request ever being processed).
+            payload = self._request("POST", self.rest_url + "app.info", {"auth": access_token})
         result = payload.get("result")
         if not isinstance(result, Mapping):
             raise Bitrix24ServerError("ERROR_UNEXPECTED_ANSWER", "app.info answered without a result")
@@ -289,15 +296,32 @@ class OAuthServer:
         # OAuth2Session is its own requests.Session: give it the same guarantees as http.make_session.
         session.headers.update({"User-Agent": http.USER_AGENT, "Accept": "application/json"})
         session.max_redirects = 0
-        if self.config.ca_bundle:
-            session.verify = self.config.ca_bundle
 
-    def _get(self, url: str, params: dict[str, str]) -> dict[str, Any]:
+    @property
+    def _verify(self) -> str | bool:
+        # Passed on every request: a session's own ``verify`` loses to REQUESTS_CA_BUNDLE from the
+        # environment, which would silently drop the extra CA.
+        return self.config.ca_bundle or True
+
+    def _request(self, method: str, url: str, params: dict[str, str]) -> dict[str, Any]:
+        """GET with query parameters (the token endpoint, as documented) or POST with a form body.
+
+        Failures are not chained to requests' exception: its message repeats the URL, and the
+        token endpoint's query carries client_secret and the refresh token.
+        """
         session = http.thread_session(ca_bundle=self.config.ca_bundle)
+        location = {"params": params} if method == "GET" else {"data": params}
         try:
-            response = session.get(url, params=params, timeout=self.config.timeout, allow_redirects=False)
+            response = session.request(
+                method,
+                url,
+                timeout=self.config.timeout,
+                allow_redirects=False,
+                verify=self._verify,
+                **location,  # type: ignore[arg-type]
+            )
         except requests.RequestException as e:
-            raise transport_error(e, url) from e
+            raise transport_error(e, url) from None
         return parse_response(response)
 
     @staticmethod

@@ -116,6 +116,8 @@ class Transport:
                     headers=headers,
                     timeout=(self.config.connect_timeout, self.config.read_timeout),
                     allow_redirects=False,
+                    # Explicit: requests lets REQUESTS_CA_BUNDLE override a session's own CA.
+                    verify=self.config.ca_bundle or True,
                 )
             except requests.RequestException as e:
                 raise _transport_error(e, url, secret_hint) from _scrubbed(e, secret_hint)

@@ -43,7 +43,7 @@ def parse_pairs(pairs: list[str]) -> dict[str, Any]:
     params: dict[str, Any] = {}
     plain: list[str] = []
     for pair in pairs:
-        key, sep, value = pair.partition("=")
+        key, sep, value = _split_pair(pair)
         if not sep or not key:
             raise argparse.ArgumentTypeError(f"expected key=value, got {pair!r}")
         if value.startswith("json:"):
@@ -55,6 +55,19 @@ def parse_pairs(pairs: list[str]) -> dict[str, Any]:
     if plain:
         _merge(params, qs.decode("&".join(plain)))
     return params
+
+
+def _split_pair(pair: str) -> tuple[str, str, str]:
+    """Split at the first '=' outside brackets: ``filter[<=ID]=4`` → ``filter[<=ID]``, ``4``."""
+    depth = 0
+    for i, ch in enumerate(pair):
+        if ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth = max(0, depth - 1)
+        elif ch == "=" and depth == 0:
+            return pair[:i], "=", pair[i + 1 :]
+    return pair, "", ""
 
 
 def _place_json(params: dict[str, Any], value: Any) -> None:

@@ -37,15 +37,16 @@ def application_token_matches(*, portal: Portal, application_token: str) -> bool
     return bool(stored) and hmac.compare_digest(stored.encode(), (application_token or "").encode())
 
 
-def portal_uninstall(*, portal: Portal, clean: bool, event_ts: datetime) -> bool:
+def portal_uninstall(*, portal: Portal, clean: bool, event_ts: datetime | None) -> bool:
     """ONAPPUNINSTALL: mark uninstalled and erase the tokens; with ``clean`` also delete its data.
 
     An uninstall older than the current install (delivered late, after a reinstall) changes
     nothing. ``clean`` (the admin ticked "delete app data") deletes every row that references the
     portal through a foreign key (other apps' data), keeping the Portal row itself so a later,
     even older, uninstall still finds installed_at to compare with.
-    Returns False when the event was ignored as stale.
+    Returns False when the event was ignored as stale. Without ``event_ts`` it counts as now.
     """
+    event_ts = event_ts or timezone.now()
     with transaction.atomic():
         portal = Portal.objects.select_for_update().get(pk=portal.pk)
         if portal.installed_at is not None and event_ts < portal.installed_at:

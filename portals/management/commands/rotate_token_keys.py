@@ -8,12 +8,12 @@ its new pair with the newest key itself).
 
 from __future__ import annotations
 
+from django.apps import apps
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from portals.crypto import TokenKeyError
 from portals.fields import EncryptedTextField
-from portals.models import LocalApplication, Portal
 
 
 class Command(BaseCommand):
@@ -23,8 +23,15 @@ class Command(BaseCommand):
         parser.add_argument("--batch", type=int, default=500, help="Rows per transaction.")
 
     def handle(self, *args, batch: int, **options):
-        total = sum(self._rotate(model, batch) for model in (Portal, LocalApplication))
-        self.stdout.write(f"rotate_token_keys: {total} rows re-encrypted")
+        # Every model of every app with an encrypted column (portals, the events outbox, ...).
+        models = [
+            model
+            for model in apps.get_models()
+            if any(isinstance(f, EncryptedTextField) for f in model._meta.concrete_fields)
+        ]
+        for model in models:
+            count = self._rotate(model, batch)
+            self.stdout.write(f"rotate_token_keys: {model._meta.label}: {count} rows re-encrypted")
 
     def _rotate(self, model, batch: int) -> int:
         # Reading decrypts with any configured key; saving encrypts with the first (newest) one.

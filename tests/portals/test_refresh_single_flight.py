@@ -1,0 +1,118 @@
+"""16 concurrent callers on an expired token → exactly one refresh grant (counted by the sandbox)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+
+import pytest
+from django.db import connection, connections
+
+from portals.models import Portal
+from portals.services.client import client_for_portal
+from portals.services.credentials import PortalCredentials
+from tests.fixtures.portals import expire_access_token, sandbox_grants
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+CALLERS = 16
+
+
+def test_sixteen_threads_one_refresh(install_portal, portals_sandbox):
+    portal = install_portal(1)
+    stale = expire_access_token(portal)
+    before = sandbox_grants(portals_sandbox, portal.member_id)
+    barrier = threading.Barrier(CALLERS)
+    tokens: list[str] = []
+    errors: list[BaseException] = []
+
+    def caller(index: int) -> None:
+        try:
+            credentials = PortalCredentials(portal.pk)
+            barrier.wait(timeout=30)
+            if index % 2:  # half were refused with expired_token, half check expiry before a call
+                credentials.refresh(stale)
+                tokens.append(credentials.portal.access_token)
+            else:
+                tokens.append(credentials.access_token() or "")
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(CALLERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+
+    assert not errors, errors
+    assert sandbox_grants(portals_sandbox, portal.member_id) - before == 1
+    assert len(tokens) == CALLERS and len(set(tokens)) == 1
+    assert tokens[0] != stale
+    assert Portal.objects.get(pk=portal.pk).access_token == tokens[0]
+    reuse = portals_sandbox.counters()["refresh_token_reuse"]["by_portal"].get(portal.member_id, 0)
+    assert reuse == 0
+
+
+def _process_caller(portal_id: int, stale: str, barrier, results) -> None:
+    connections.close_all()  # never share the parent's database socket
+    try:
+        credentials = PortalCredentials(portal_id)
+        barrier.wait(timeout=60)
+        credentials.refresh(stale)
+        results.put(("ok", credentials.portal.access_token))
+    except BaseException as e:  # noqa: BLE001
+        results.put(("error", repr(e)))
+    finally:
+        connections.close_all()
+
+
+def test_sixteen_processes_one_refresh(install_portal, portals_sandbox):
+    portal = install_portal(2)
+    stale = expire_access_token(portal)
+    before = sandbox_grants(portals_sandbox, portal.member_id)
+    context = multiprocessing.get_context("fork")
+    barrier = context.Barrier(CALLERS)
+    results = context.Queue()
+    connections.close_all()
+    args = (portal.pk, stale, barrier, results)
+    processes = [context.Process(target=_process_caller, args=args) for _ in range(CALLERS)]
+    for process in processes:
+        process.start()
+    outcomes = [results.get(timeout=120) for _ in processes]
+    for process in processes:
+        process.join(timeout=30)
+
+    assert [o for o in outcomes if o[0] != "ok"] == []
+    assert sandbox_grants(portals_sandbox, portal.member_id) - before == 1
+    assert len({token for _, token in outcomes}) == 1
+    assert Portal.objects.get(pk=portal.pk).access_token == outcomes[0][1]
+
+
+def test_expired_token_answer_from_the_portal_refreshes_once(install_portal, portals_sandbox):
+    """The real path: calls get 401 expired_token from the portal, the client asks the credentials."""
+    portal = install_portal(3)
+    before = sandbox_grants(portals_sandbox, portal.member_id)
+    # The portal's clock runs ahead: our stored expiry looks fine, the portal says expired_token.
+    portals_sandbox.control("clock", offset=3700)
+    barrier = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def caller() -> None:
+        try:
+            client = client_for_portal(member_id=portal.member_id)
+            barrier.wait(timeout=30)
+            client.call("profile")
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=caller) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors
+    assert sandbox_grants(portals_sandbox, portal.member_id) - before == 1
