@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -32,17 +34,44 @@ def receive(request: HttpRequest) -> HttpResponse:
         body = _read_body(request)
         received = event_receive(body=body, now=timezone.now())
     except Bitrix24InboundError as e:
+        response = JsonResponse({"error": type(e).__name__, "detail": str(e)}, status=e.http_status)
         if e.http_status >= 400:
-            logger.warning(
-                "events.refused",
-                extra={
-                    "status": e.http_status,
-                    "reason": type(e).__name__,
-                    "remote": request.META.get("REMOTE_ADDR"),
-                },
-            )
-        return JsonResponse({"error": type(e).__name__, "detail": str(e)}, status=e.http_status)
+            _log_refusal(type(e).__name__, e.http_status, request.META.get("REMOTE_ADDR", ""))
+            # Logged once above (and rate-limited); spare django.request its second line per refusal.
+            response._has_been_logged = True  # type: ignore[attr-defined]
+        return response
     return JsonResponse({"result": received.outcome.value, "id": received.event_id})
+
+
+class _RefusalLog:
+    """At most one log line per (reason, remote) every ``interval`` seconds, with the count.
+
+    A forged flood must cost less than real traffic, including in log volume.
+    """
+
+    def __init__(self, interval: float = 10.0):
+        self.interval = interval
+        self._seen: dict[tuple[str, str], tuple[float, int]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, reason: str, status: int, remote: str) -> None:
+        now = time.monotonic()
+        key = (reason, remote)
+        with self._lock:
+            last, suppressed = self._seen.get(key, (0.0, 0))
+            if last and now - last < self.interval:
+                self._seen[key] = (last, suppressed + 1)
+                return
+            if len(self._seen) > 10_000:
+                self._seen.clear()
+            self._seen[key] = (now, 0)
+        logger.warning(
+            "events.refused",
+            extra={"status": status, "reason": reason, "remote": remote, "suppressed": suppressed},
+        )
+
+
+_log_refusal = _RefusalLog()
 
 
 def _read_body(request: HttpRequest) -> bytes:

@@ -13,6 +13,7 @@ import zlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import psycopg
 from django.conf import settings
 from django.db import connection, transaction
 
@@ -106,8 +107,12 @@ def event_store(*, portal_id: int, payload: EventPayload, now: datetime) -> int 
         now,
         now,
     ]
-    with connection.cursor() as cursor:
-        cursor.execute(_INSERT_SQL, params)
+    connection.ensure_connection()
+    # A psycopg cursor with server-side binding and a prepared statement: Django's cursor binds
+    # client-side, quoting every parameter in Python, which is a third of this INSERT's CPU time.
+    # The statement runs on Django's connection, so it joins any transaction the caller opened.
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(_INSERT_SQL, params, prepare=True)
         row = cursor.fetchone()
     if row is None:
         return None

@@ -1,0 +1,333 @@
+"""Load test of the event receiver, served as in production.
+
+Starts gunicorn (the app), a Celery worker and, from a second process, a load generator on
+loopback; N portals; a recording no-op handler (bench/events_recorder.py). Prints a table:
+accepted events/s, p50/p99 latency of accepted and of forged events, and the after-run check
+stored = sent = dispatched exactly once.
+
+    .venv/bin/python bench/events_load.py [--events 20000] [--portals 200] [--connections 32]
+        [--web-workers 3] [--web-threads 1] [--forged 5000]
+
+Uses DATABASE_URL (default: the b24_events_bench database, created if missing) and REDIS_URL
+(default db 4, key prefix events-bench:, queue events-bench).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def _env(args: argparse.Namespace) -> dict[str, str]:
+    from cryptography.fernet import Fernet
+
+    env = dict(os.environ)
+    env.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/b24_events_bench")
+    env.setdefault("REDIS_URL", "redis://127.0.0.1:6379/4")
+    env.setdefault("REDIS_KEY_PREFIX", "events-bench:")
+    env.setdefault("CELERY_QUEUE", "events-bench")
+    env.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(32))
+    env.setdefault("BITRIX24_TOKEN_KEYS", Fernet.generate_key().decode())
+    env["DJANGO_DEBUG"] = "0"
+    env["DJANGO_SETTINGS_MODULE"] = "bitrix_app.settings"
+    env["DJANGO_ALLOWED_HOSTS"] = "127.0.0.1"
+    env["LOG_LEVEL"] = "WARNING"
+    env["BITRIX24_EVENT_HANDLER_MODULES"] = "bench.events_recorder"
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ensure_database(url: str) -> None:
+    from urllib.parse import urlsplit
+
+    import psycopg
+
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    admin = parts._replace(path="/postgres").geturl()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def _setup(env: dict[str, str], portals: int) -> list[tuple[str, str]]:
+    """Migrate, reset the bench data and create ``portals`` portals; returns (member_id, token)."""
+    os.environ.update(env)
+    _ensure_database(env["DATABASE_URL"])
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
+    import django
+
+    django.setup()
+    import redis
+    from django.db import connection
+
+    from bench import events_recorder
+    from portals.models import Portal
+
+    with connection.cursor() as cursor:
+        cursor.execute("TRUNCATE events_event, portals_portal CASCADE")
+    client = redis.Redis.from_url(env["REDIS_URL"])
+    for key in client.scan_iter(match=f"{env['REDIS_KEY_PREFIX']}*", count=1000):
+        client.delete(key)
+    client.delete(*events_recorder.keys())
+    pairs = [(secrets.token_hex(16), secrets.token_hex(16)) for _ in range(portals)]
+    Portal.objects.bulk_create(
+        Portal(
+            member_id=member_id,
+            domain=f"b{i}.bench.test",
+            client_endpoint=f"https://b{i}.bench.test/rest/",
+            server_endpoint="https://oauth.bitrix.info/rest/",
+            application_token=token,
+        )
+        for i, (member_id, token) in enumerate(pairs)
+    )
+    return pairs
+
+
+def _bodies(pairs: list[tuple[str, str]], count: int, *, forged: bool) -> list[bytes]:
+    from qs_codec import encode
+
+    ts = str(int(time.time()))
+    bodies = []
+    for i in range(count):
+        member_id, token = pairs[i % len(pairs)]
+        payload = {
+            "event": "ONCRMCONTACTUPDATE",
+            "event_handler_id": "17",
+            "data": {"FIELDS": {"ID": str(i)}},
+            "ts": ts,
+            "auth": {
+                "access_token": "a" * 32,
+                "expires": ts,
+                "expires_in": "3600",
+                "scope": "crm",
+                "domain": "bench.test",
+                "server_endpoint": "https://oauth.bitrix.info/rest/",
+                "status": "F",
+                "client_endpoint": "https://bench.test/rest/",
+                "member_id": member_id,
+                "user_id": "1",
+                "application_token": ("f" * 32) if forged else token,
+            },
+        }
+        bodies.append(encode(payload).encode())
+    return bodies
+
+
+# --- the load generator (second process) ------------------------------------------------------------
+# A bare keep-alive HTTP/1.1 client on asyncio streams: an HTTP library would spend the CPU the
+# server under test needs (both share the machine's two cores).
+
+
+async def _connection(port: int, bodies: list[bytes], results: list[tuple[int, float]]) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = (
+        "POST /bitrix/events/ HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n"
+    )
+    for body in bodies:
+        started = time.perf_counter()
+        writer.write(head.format(len(body)).encode() + body)
+        status_line = await reader.readline()
+        length = 0
+        close = False
+        while True:
+            line = await reader.readline()
+            if line in (b"\r\n", b""):
+                break
+            name, _, value = line.decode().partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+            elif name.lower() == "connection" and value.strip().lower() == "close":
+                close = True
+        await reader.readexactly(length)
+        results.append((int(status_line.split()[1]), time.perf_counter() - started))
+        if close:
+            writer.close()
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.close()
+
+
+async def _generate(port: int, bodies: list[bytes], connections: int) -> dict[str, Any]:
+    results: list[tuple[int, float]] = []
+    chunks = [bodies[i::connections] for i in range(connections)]
+    started = time.perf_counter()
+    await asyncio.gather(*(_connection(port, chunk, results) for chunk in chunks))
+    elapsed = time.perf_counter() - started
+    latencies = sorted(r[1] for r in results)
+    statuses: dict[int, int] = {}
+    for status, _ in results:
+        statuses[status] = statuses.get(status, 0) + 1
+    return {
+        "sent": len(results),
+        "elapsed": elapsed,
+        "rate": len(results) / elapsed,
+        "p50_ms": statistics.median(latencies) * 1000,
+        "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000,
+        "statuses": statuses,
+    }
+
+
+def _generator_main(port: int, connections: int, path: str) -> None:
+    bodies = [bytes.fromhex(line) for line in Path(path).read_text().split()]
+    print(json.dumps(asyncio.run(_generate(port, bodies, connections))))
+
+
+def _run_generator(port: int, connections: int, bodies: list[bytes], tag: str) -> dict[str, Any]:
+    path = Path(f"var/bench-events-{tag}.txt")
+    path.parent.mkdir(exist_ok=True)
+    path.write_text("\n".join(b.hex() for b in bodies))
+    out = subprocess.run(
+        [sys.executable, __file__, "--generate", str(port), str(connections), str(path)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    path.unlink()
+    return json.loads(out.stdout)
+
+
+def _wait_ready(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError("gunicorn did not start")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--forged", type=int, default=5_000)
+    parser.add_argument("--portals", type=int, default=200)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--web-workers", type=int, default=3)
+    parser.add_argument("--web-threads", type=int, default=1)
+    parser.add_argument("--celery-concurrency", type=int, default=2)
+    parser.add_argument("--drain-timeout", type=float, default=120.0)
+    args = parser.parse_args()
+
+    env = _env(args)
+    pairs = _setup(env, args.portals)
+    port = _free_port()
+    procs = []
+    try:
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "bitrix_app.wsgi:application",
+                 "--bind", f"127.0.0.1:{port}", "--workers", str(args.web_workers),
+                 "--threads", str(args.web_threads), "--worker-class",
+                 "gthread" if args.web_threads > 1 else "sync", "--backlog", "2048",
+                 "--keep-alive", "30", "--log-level", "warning"],
+                cwd=ROOT, env=env,
+            )
+        )  # fmt: skip
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "bitrix_app", "worker", "--loglevel", "WARNING",
+                 "--queues", env["CELERY_QUEUE"], "--concurrency", str(args.celery_concurrency),
+                 "--without-gossip", "--without-mingle", "--without-heartbeat"],
+                cwd=ROOT, env=env,
+            )
+        )  # fmt: skip
+        _wait_ready(port)
+        _run_generator(port, 8, _bodies(pairs, 200, forged=True), "warmup")  # warm-up: imports, connections
+        accepted = _run_generator(
+            port, args.connections, _bodies(pairs, args.events, forged=False), "accepted"
+        )
+        forged = _run_generator(port, args.connections, _bodies(pairs, args.forged, forged=True), "forged")
+        check = _after_run(args, accepted)
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    _print_table(args, accepted, forged, check)
+
+
+def _after_run(args: argparse.Namespace, accepted: dict[str, Any]) -> dict[str, Any]:
+    import redis
+    from django.conf import settings
+
+    from bench import events_recorder
+    from events.models import Event
+
+    started = time.monotonic()
+    while Event.objects.pending().exists() and time.monotonic() - started < args.drain_timeout:
+        time.sleep(0.2)
+    drained_in = time.monotonic() - started
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    calls_key, ids_key = events_recorder.keys()
+    return {
+        "sent": args.events,
+        "accepted_200": accepted["statuses"].get("200", 0),
+        "stored": Event.objects.count(),
+        "done": Event.objects.filter(status=Event.Status.DONE).count(),
+        "dispatched_calls": int(client.get(calls_key) or 0),
+        "dispatched_unique": int(client.scard(ids_key)),
+        "drain_after_load_s": drained_in,
+    }
+
+
+def _print_table(
+    args: argparse.Namespace, accepted: dict[str, Any], forged: dict[str, Any], check: dict
+) -> None:
+    cores = os.cpu_count()
+    print(f"\nEvent receiver load test: {args.events} events over {args.portals} portals, "
+          f"{args.connections} connections, gunicorn {args.web_workers}x{args.web_threads}, "
+          f"celery x{args.celery_concurrency}, {cores} cores\n")  # fmt: skip
+    print("| path     | requests | events/s | p50 ms | p99 ms | statuses |")
+    print("|----------|---------:|---------:|-------:|-------:|----------|")
+    for name, r in (("accepted", accepted), ("forged", forged)):
+        print(f"| {name:<8} | {r['sent']:>8} | {r['rate']:>8.0f} | {r['p50_ms']:>6.1f} | {r['p99_ms']:>6.1f} "
+              f"| {r['statuses']} |")  # fmt: skip
+    ok = (
+        check["sent"]
+        == check["accepted_200"]
+        == check["stored"]
+        == check["done"]
+        == check["dispatched_calls"]
+        == check["dispatched_unique"]
+    )
+    print(f"\nafter the run: sent {check['sent']}, answered 200 {check['accepted_200']}, "
+          f"stored {check['stored']}, done {check['done']}, handler calls {check['dispatched_calls']} "
+          f"(distinct {check['dispatched_unique']}), outbox drained {check['drain_after_load_s']:.1f} s "
+          f"after the load → {'OK: nothing lost, nothing twice' if ok else 'MISMATCH'}")  # fmt: skip
+    if not ok:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--generate":
+        _generator_main(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
+    else:
+        main()
