@@ -4,8 +4,8 @@ A fault is live until its ``count`` is used up (None: no count limit) and until 
 time; None: no time limit); with neither it stays until cleared. Kinds:
 
 REST (per portal): ``query_limit`` (503 QUERY_LIMIT_EXCEEDED), ``operation_limit`` (429
-OPERATION_TIME_LIMIT), ``overload`` (503 OVERLOAD_LIMIT), ``latency`` (``seconds`` added before the
-method runs), ``drop_before`` (close the socket before the method runs), ``drop_after`` (run the
+OPERATION_TIME_LIMIT), ``overload`` (503 OVERLOAD_LIMIT), ``latency`` (``delay`` seconds added before
+the method runs), ``drop_before`` (close the socket before the method runs), ``drop_after`` (run the
 method, then close the socket without an answer), ``revoked`` (401 with ``code`` invalid_token or
 NO_AUTH_FOUND for OAuth calls), ``deleted`` (PORTAL_DELETED).
 OAuth server (scope ``oauth``): ``oauth_down`` (``mode`` "refuse": the listener is closed;

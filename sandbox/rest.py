@@ -175,7 +175,7 @@ async def _process(request: Request, sandbox: Sandbox, portal: Portal) -> Respon
         check_operating(sandbox, portal, call_auth, spec.name)
     latency = faults.take(portal.member_id, frozenset({"latency"}), now)
     if latency is not None:
-        await asyncio.sleep(float(latency.params.get("seconds", 1.0)))
+        await asyncio.sleep(float(latency.params.get("delay", 1.0)))
 
     start = sandbox.clock.time()
     counters = sandbox.counters

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from sandbox.methods.listing import PAGE, compile_filter, matches, parse_start, sort_rows
-from sandbox.registry import Call, ListPage, method
+from sandbox.registry import Call, ListPage, RestError, method
 from sandbox.store import Row
 
 USER_FIELDS = {
@@ -47,6 +47,9 @@ def public(row: Row) -> Row:
 @method("user.get", scope="user_basic")
 def user_get(call: Call) -> Any:
     params = {str(k).upper(): v for k, v in call.params.items()}
+    if str(params.get("ADMIN_MODE", "")).lower() in ("1", "true", "y") and not call.is_admin:
+        # ADMIN_MODE lists every account type (extranet, bots...): administrators only.
+        raise RestError("ACCESS_DENIED", "Access denied!", 403)
     raw_filter = params.get("FILTER")
     flt: dict[str, Any] = dict(raw_filter) if isinstance(raw_filter, dict) else {}
     flt.update({k: v for k, v in call.params.items() if str(k).upper() not in USER_GET_PARAMS})
