@@ -56,6 +56,7 @@ def test_explicit_finish_holds_events_until_installfinish(life: Life):
     life.control("lifecycle", finish_mode="explicit")
     assert life.control("lifecycle/install", portal=1)["state"] == "installing"
     token = life.token()
+    assert life.rest("app.info", token).json()["result"]["INSTALLED"] is False
     # The installer binds its handler (allowed before installFinish) ...
     bound = life.rest("event.bind", token, event="ONCRMDEALADD", handler=f"{life.app.url}/bitrix/events/")
     assert bound.json()["result"] is True
@@ -64,6 +65,7 @@ def test_explicit_finish_holds_events_until_installfinish(life: Life):
     life.wait()
     assert life.app.received(event="ONAPPINSTALL") == [] and life.app.received("/bitrix/events/") == []
     assert life.control("lifecycle/install-finish", portal=1)["finished_now"] is True
+    assert life.rest("app.info", token).json()["result"]["INSTALLED"] is True
     life.crm("deal-add", title="after finish")
     life.wait()
     assert len(life.app.received(event="ONAPPINSTALL")) == 1
@@ -100,9 +102,26 @@ def test_update_sends_new_application_token(life: Life):
 def test_payment_end_and_renew(life: Life):
     token = life.token()
     life.rest("event.bind", token, event="ONAPPPAYMENT", handler=f"{life.app.url}/bitrix/events/")
+    refresh_token = life.frame()["body"]["REFRESH_ID"]
     life.control("lifecycle/payment", portal=1, expired=True)
     refused = life.rest("event.get", token)
     assert refused.status_code == 401 and refused.json()["error"] == "PAYMENT_REQUIRED"
+    # The OAuth server refuses to refresh while the paid period is over.
+    import requests
+
+    state = life.server.state
+    grant = requests.get(
+        f"{state['oauth_server']}oauth/token/",
+        params={
+            "grant_type": "refresh_token",
+            "client_id": state["client_id"],
+            "client_secret": state["client_secret"],
+            "refresh_token": refresh_token,
+        },
+        verify=state["ca_bundle"],
+        timeout=10,
+    )
+    assert grant.json()["error"] == "PAYMENT_REQUIRED"
     life.control("lifecycle/payment", portal=1, expired=False, days=14)
     assert life.rest("event.get", token).status_code == 200
     life.wait()
