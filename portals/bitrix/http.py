@@ -20,7 +20,10 @@ _local = threading.local()
 def make_session(*, ca_bundle: str = "", pool_size: int = 32) -> requests.Session:
     session = requests.Session()
     session.headers.update({"User-Agent": USER_AGENT, "Accept": "application/json"})
-    session.max_redirects = 0
+    # Callers pass allow_redirects=False on every request. max_redirects must stay above 0:
+    # requests raises TooManyRedirects for max_redirects=0 even with allow_redirects=False
+    # (it pre-computes the next hop), which would hide a renamed portal's 302.
+    session.max_redirects = 1
     if ca_bundle:
         session.verify = ca_bundle
     adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
