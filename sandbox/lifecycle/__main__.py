@@ -8,6 +8,8 @@
     python -m sandbox.lifecycle rename --portal 1
     python -m sandbox.lifecycle uninstall --portal 1 [--clean]
     python -m sandbox.lifecycle deliveries [--portal 1] [--event ONCRMDEALADD]
+    python -m sandbox.lifecycle watch [--portal 1]            # print deliveries as they happen
+    python -m sandbox.lifecycle pages                         # the portal pages to open in a browser
     python -m sandbox.lifecycle urls [--installer URL] [--install-event URL] [--app-page URL]
         [--placement URL-with-{name}] [--oauth-redirect URL] [--events URL] [--finish-mode auto|explicit]
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +54,10 @@ def _parser() -> argparse.ArgumentParser:
     deliveries = sub.add_parser("deliveries", help="the delivery log")
     deliveries.add_argument("--portal")
     deliveries.add_argument("--event")
+    watch = sub.add_parser("watch", help="print deliveries as they happen (Ctrl-C stops)")
+    watch.add_argument("--portal")
+    watch.add_argument("--interval", type=float, default=0.5)
+    sub.add_parser("pages", help="the portal pages to open in a browser")
     urls = sub.add_parser("urls", help="show or change the app's registered URLs")
     for name in URL_OPTIONS:
         urls.add_argument(f"--{name.replace('_', '-')}", dest=name)
@@ -61,8 +68,7 @@ def _parser() -> argparse.ArgumentParser:
 def _control_url(args: argparse.Namespace) -> str:
     if args.control_url:
         return args.control_url.rstrip("/") + "/"
-    state = json.loads(Path(args.state_file).read_text())
-    return str(state["control_url"]).rstrip("/") + "/"
+    return str(_state(args)["control_url"]).rstrip("/") + "/"
 
 
 def _request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any]]:
@@ -97,8 +103,53 @@ def _request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any]]:
     return ("POST" if body else "GET"), "lifecycle", body
 
 
+def _state(args: argparse.Namespace) -> dict[str, Any]:
+    """The sandbox's state file; exits with a message if the sandbox hasn't written one."""
+    path = Path(args.state_file)
+    if not path.is_file():
+        raise SystemExit(
+            f"no state file at {path}: start the sandbox first, or pass --state-file / --control-url"
+        )
+    return dict(json.loads(path.read_text()))
+
+
+def _pages(args: argparse.Namespace) -> int:
+    """The portal page of each portal on its http listener (browsers won't frame an http app from the
+    self-signed https listener)."""
+    for index, portal in enumerate(_state(args)["portals"], start=1):
+        host = portal["http_endpoint"].split("/")[2]
+        print(f"portal {index}  {portal['member_id']}  http://{host}/portal/")
+    return 0
+
+
+def _watch(args: argparse.Namespace) -> int:
+    """Poll the delivery log and print each new delivery once: time, portal, event, URL, answer."""
+    url = _control_url(args) + "lifecycle/deliveries"
+    query = {"portal": args.portal} if args.portal else {}
+    seen: set[int] = set()
+    try:
+        while True:
+            for record in requests.get(url, params=query, timeout=30).json()["deliveries"]:
+                if record["id"] in seen:
+                    continue
+                seen.add(record["id"])
+                answer = str(record["status"]) if record["ok"] else f"FAILED {record['error']}"
+                took = (record["finished_at"] - record["started_at"]) * 1000
+                stamp = time.strftime("%H:%M:%S", time.localtime(record["finished_at"]))
+                where = f"{record['member_id'][:8]}  {record['event']:<18} {record['url']}"
+                print(f"{stamp}  {where}  {answer} ({took:.0f} ms)")
+            sys.stdout.flush()
+            time.sleep(args.interval)
+    except KeyboardInterrupt:
+        return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.action == "pages":
+        return _pages(args)
+    if args.action == "watch":
+        return _watch(args)
     method, path, payload = _request(args)
     url = _control_url(args) + path
     if method == "GET":

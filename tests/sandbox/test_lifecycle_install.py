@@ -200,3 +200,39 @@ def test_rename_redirects_old_host_and_events_carry_new_domain(life: Life):
     assert event.form["auth"]["domain"] == answer["domain"]
     assert event.form["auth"]["member_id"] == old["member_id"]  # member_id never changes
     assert life.frame(2)["query"]["DOMAIN"] == answer["domain"]
+
+
+def test_cli_pages_and_deliveries(life: Life, tmp_path):
+    import json
+
+    state_file = tmp_path / "state.json"
+    state_file.write_text(json.dumps(life.server.state))
+    pages = subprocess.run(
+        [sys.executable, "-m", "sandbox.lifecycle", "--state-file", str(state_file), "pages"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert pages.returncode == 0, pages.stderr
+    host = life.portal(1)["http_endpoint"].split("/")[2]
+    assert f"http://{host}/portal/" in pages.stdout
+    life.control("lifecycle/install", portal=1)
+    life.wait()
+    listed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sandbox.lifecycle",
+            "--state-file",
+            str(state_file),
+            "deliveries",
+            "--event",
+            "ONAPPINSTALL",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert listed.returncode == 0, listed.stderr
+    records = json.loads(listed.stdout)["deliveries"]
+    assert [r["event"] for r in records] == ["ONAPPINSTALL"] and records[0]["ok"] is True
