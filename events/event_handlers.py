@@ -31,15 +31,16 @@ def app_uninstalled(*, portal: Portal, payload: EventPayload) -> None:
 
 @on_event("ONAPPUPDATE")
 def app_updated(*, portal: Portal, payload: EventPayload) -> None:
+    """Re-bind the app's events: Bitrix24 drops an app's bindings when the app is updated.
+
+    The new application_token was stored by the receiver before it answered (see
+    events.services.intake), so a late ONAPPUPDATE can never bring back an older token.
+    """
     from events.services.binding import app_events_bind
-    from portals.services.lifecycle import portal_update_application_token
 
     if _from_earlier_installation(portal, payload):
         logger.info("events.app_update.stale", extra={"member_id": portal.member_id})
         return
-    if payload.application_token:
-        portal_update_application_token(portal=portal, application_token=payload.application_token)
-    # Bitrix24 drops an app's bindings when the app is updated.
     app_events_bind(portal_id=portal.pk)
 
 

@@ -7,14 +7,12 @@ permanent error, replayable) or ``ignored`` (nothing to do any more, e.g. the po
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 
 from django.db import models
 from django.utils import timezone
 
 from portals.bitrix.events import EventPayload, payload_from_json
-from portals.fields import EncryptedTextField
 
 
 class EventQuerySet(models.QuerySet["Event"]):
@@ -50,8 +48,6 @@ class Event(models.Model):
     idempotency_key = models.CharField(max_length=64)
     shard = models.PositiveSmallIntegerField(help_text="Drained by one worker at a time.")
     payload = models.JSONField(help_text="The event without its tokens.")
-    # Only for events whose handler needs a secret (ONAPPUPDATE's new application_token).
-    secrets = EncryptedTextField(blank=True, default="")
 
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveSmallIntegerField(default=0)
@@ -83,5 +79,4 @@ class Event(models.Model):
         return f"<Event {self.pk} {self.event} {self.object_key} {self.status}>"
 
     def as_payload(self) -> EventPayload:
-        secrets = json.loads(self.secrets) if self.secrets else None
-        return payload_from_json(self.payload, secrets=secrets)
+        return payload_from_json(self.payload)

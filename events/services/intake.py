@@ -19,15 +19,12 @@ from django.db import connection, transaction
 
 from events import registry
 from events.models import Event
-from events.services.tokens import portal_tokens
-from portals import crypto
+from events.services.tokens import PortalEntry, portal_tokens
 from portals.bitrix.events import EventPayload, check_event_age, parse_event_body
+from portals.bitrix.exceptions import Bitrix24Error, InvalidApplicationToken
 from portals.models import Portal
 
 logger = logging.getLogger("events")
-
-# Handlers of these events need a secret the stored payload otherwise drops.
-_EVENTS_KEEPING_SECRETS = {"ONAPPUPDATE": ("application_token",)}
 
 
 class Outcome(enum.StrEnum):
@@ -51,7 +48,12 @@ def event_receive(*, body: bytes, now: datetime) -> Received:
     is stored unless the event is authentic.
     """
     payload = parse_event_body(body)
-    entry = portal_tokens.verify(member_id=payload.member_id, application_token=payload.application_token)
+    try:
+        entry = portal_tokens.verify(member_id=payload.member_id, application_token=payload.application_token)
+    except InvalidApplicationToken:
+        if payload.event != "ONAPPUPDATE" or not payload.secrets.get("access_token"):
+            raise
+        entry = _verify_app_update(payload)
     check_event_age(payload, now=now, window=timedelta(seconds=settings.BITRIX24_EVENT_MAX_SKEW_SECONDS))
     assert entry.portal_id is not None  # verify() raised otherwise
     log_extra = {"event": payload.event, "member_id": payload.member_id}
@@ -68,6 +70,36 @@ def event_receive(*, body: bytes, now: datetime) -> Received:
     return Received(Outcome.ACCEPTED, event_id)
 
 
+def _verify_app_update(payload: EventPayload) -> PortalEntry:
+    """ONAPPUPDATE brings a new application_token, so the stored one can't vouch for it.
+
+    It carries the updating user's access token instead: the OAuth server's app.info says which
+    portal and app that token belongs to. If they are this portal and our app, the new token is
+    stored right away (not later in a worker), because every event after the update carries it.
+    Raises InvalidApplicationToken otherwise (also when the OAuth server can't be asked).
+    """
+    from portals.services.lifecycle import portal_update_application_token
+    from portals.services.oauth import portal_oauth_server
+
+    portal = Portal.objects.filter(member_id=payload.member_id).first()
+    if portal is None or portal.state == Portal.State.UNINSTALLED:
+        raise InvalidApplicationToken("application_token mismatch")
+    try:
+        info = portal_oauth_server(portal=portal).app_info(payload.secrets["access_token"])
+    except Bitrix24Error as e:
+        logger.warning(
+            "events.app_update.unverified", extra={"member_id": portal.member_id, "error": type(e).__name__}
+        )
+        raise InvalidApplicationToken("application_token mismatch") from None
+    if info.member_id != portal.member_id or (info.client_id and info.client_id != portal.oauth_client_id):
+        logger.warning("events.app_update.foreign_token", extra={"member_id": portal.member_id})
+        raise InvalidApplicationToken("application_token mismatch")
+    portal_update_application_token(portal=portal, application_token=payload.application_token)
+    portal_tokens.invalidate(portal.member_id)
+    logger.info("events.app_update.token_changed", extra={"member_id": portal.member_id})
+    return portal_tokens.verify(member_id=portal.member_id, application_token=payload.application_token)
+
+
 def event_shard(*, portal_id: int, object_key: str) -> int:
     """The outbox shard of an object: all its events share one, so one drainer keeps their order."""
     return zlib.crc32(f"{portal_id}:{object_key}".encode()) % settings.BITRIX24_EVENT_SHARDS
@@ -77,9 +109,9 @@ def event_shard(*, portal_id: int, object_key: str) -> int:
 # event (the ORM's bulk_create(ignore_conflicts=True) can't tell whether a row was inserted).
 _INSERT_SQL = """
 INSERT INTO events_event
-    (portal_id, event, object_key, ts, source, idempotency_key, shard, payload, secrets,
+    (portal_id, event, object_key, ts, source, idempotency_key, shard, payload,
      status, attempts, available_at, last_error, received_at)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, 0, %s, '', %s)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, 0, %s, '', %s)
 ON CONFLICT (portal_id, idempotency_key) DO NOTHING
 RETURNING id
 """
@@ -90,8 +122,6 @@ def event_store(*, portal_id: int, payload: EventPayload, now: datetime) -> int 
 
     Returns the new row's id, or None when the same change was stored before (a duplicate).
     """
-    keep = _EVENTS_KEEPING_SECRETS.get(payload.event, ())
-    secrets = {k: payload.secrets[k] for k in keep if payload.secrets.get(k)}
     shard = event_shard(portal_id=portal_id, object_key=payload.object_key)
     params = [
         portal_id,
@@ -102,7 +132,6 @@ def event_store(*, portal_id: int, payload: EventPayload, now: datetime) -> int 
         payload.idempotency_key(),
         shard,
         json.dumps(payload.as_json(), ensure_ascii=False),
-        crypto.encrypt(json.dumps(secrets)) if secrets else "",
         Event.Status.PENDING,
         now,
         now,

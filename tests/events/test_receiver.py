@@ -265,17 +265,3 @@ def test_uninstalled_portal_events_are_acknowledged_but_not_stored(client, make_
     # ... while a lifecycle event is still stored (ordered against installed_at by its handler).
     uninstall = load_payload("onappuninstall__keep_data")
     assert post(client, form_body(uninstall)).json()["result"] == "accepted"
-
-
-def test_onappupdate_keeps_the_new_application_token_encrypted(client, make_portal):
-    payload = load_payload("onappupdate__basic")
-    make_portal(payload)
-    response = post(client, form_body(payload))
-    row = Event.objects.get(pk=response.json()["id"])
-    assert row.as_payload().application_token == payload["auth"]["application_token"]
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT secrets FROM events_event WHERE id = %s", [row.pk])
-        (raw,) = cursor.fetchone()
-    assert payload["auth"]["application_token"] not in raw
