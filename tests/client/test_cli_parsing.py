@@ -14,6 +14,12 @@ def test_php_style_pairs_nest() -> None:
     assert params == {"filter": {">ID": "5", "STAGE_ID": "WON"}, "select": ["ID", "TITLE"], "id": "7"}
 
 
+def test_operators_with_equals_stay_in_the_key() -> None:
+    assert parse_pairs(["filter[<=ID]=4", "filter[>=DATE]=2024-01-01", "filter[!=STAGE_ID]=a=b"]) == {
+        "filter": {"<=ID": "4", ">=DATE": "2024-01-01", "!=STAGE_ID": "a=b"}
+    }
+
+
 def test_json_values_keep_their_types() -> None:
     params = parse_pairs(
         ['fields=json:{"TITLE": "a&b=c", "OPPORTUNITY": 10}', "fields[CURRENCY_ID]=USD", "id=1"]
