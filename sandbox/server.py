@@ -63,6 +63,12 @@ class SandboxProtocol(H11Protocol):
             if not local or not ipaddress.ip_address(local[0]).is_loopback:
                 transport.abort()
                 return
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            # h11 writes headers and body separately; without TCP_NODELAY the body waits for the
+            # client's delayed ACK (~40 ms per request).
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         super().connection_made(transport)  # type: ignore[arg-type]
 
 
