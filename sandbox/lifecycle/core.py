@@ -21,19 +21,34 @@ if TYPE_CHECKING:
 _runtimes: weakref.WeakKeyDictionary[Sandbox, LifecycleRuntime] = weakref.WeakKeyDictionary()
 
 
+def _card(sb: Sandbox) -> AppUrls:
+    # The OAuth redirect URI is the core's (its /oauth/authorize/ redirects there); the card mirrors it.
+    return AppUrls.from_app_url(sb.config.app_url, oauth_redirect=sb.config.redirect_uri)
+
+
 def runtime(sb: Sandbox) -> LifecycleRuntime:
     """The lifecycle state of this sandbox (created from config.app_url on first use)."""
     rt = _runtimes.get(sb)
     if rt is None:
-        rt = _runtimes[sb] = LifecycleRuntime(urls=AppUrls.from_app_url(sb.config.app_url))
+        rt = _runtimes[sb] = LifecycleRuntime(urls=_card(sb))
+    rt.urls.oauth_redirect = sb.config.redirect_uri or rt.urls.oauth_redirect
     return rt
+
+
+def urls_update(sb: Sandbox, changes: dict[str, str]) -> AppUrls:
+    """Change the app card; a new oauth_redirect is handed to the core's OAuth authorize endpoint.
+    Raises KeyError / ValueError for unknown keys or non-http(s) URLs."""
+    rt = runtime(sb)
+    rt.urls.update(changes)
+    sb.config.redirect_uri = rt.urls.oauth_redirect
+    return rt.urls
 
 
 def runtime_reset(sb: Sandbox) -> LifecycleRuntime:
     """Forget deliveries and switches (workers stop); the app URLs and finish mode survive a reset,
     like the app card survives on Bitrix24."""
     old = _runtimes.get(sb)
-    rt = LifecycleRuntime(urls=old.urls if old else AppUrls.from_app_url(sb.config.app_url))
+    rt = LifecycleRuntime(urls=old.urls if old else _card(sb))
     if old is not None:
         old.stop()
         rt.finish_mode = old.finish_mode

@@ -37,7 +37,7 @@ class AppUrls:
             oauth_redirect=f"{base}/bitrix/oauth/callback/",
             events=f"{base}/bitrix/events/",
         )
-        urls.update(overrides)
+        urls.update({k: v for k, v in overrides.items() if v})
         return urls
 
     def update(self, changes: dict[str, Any]) -> None:

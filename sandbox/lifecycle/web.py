@@ -289,7 +289,7 @@ async def control_settings(request: Request) -> Response:
     if request.method == "POST":
         try:
             data = await _json(request)
-            rt.urls.update(data.get("urls") or {})
+            core.urls_update(sb, data.get("urls") or {})
             if "finish_mode" in data:
                 if data["finish_mode"] not in ("auto", "explicit"):
                     raise ValueError("finish_mode must be auto or explicit")

@@ -236,3 +236,26 @@ def test_cli_pages_and_deliveries(life: Life, tmp_path):
     assert listed.returncode == 0, listed.stderr
     records = json.loads(listed.stdout)["deliveries"]
     assert [r["event"] for r in records] == ["ONAPPINSTALL"] and records[0]["ok"] is True
+
+
+def test_app_card_oauth_redirect_is_the_authorize_target(life: Life):
+    import requests
+
+    card = life.control("lifecycle", method="GET")["urls"]
+    assert card["installer"] == f"{life.app.url}/bitrix/install/"
+    original = card["oauth_redirect"]
+    try:
+        life.control("lifecycle", urls={"oauth_redirect": f"{life.app.url}/elsewhere/callback/"})
+        host = life.portal()["http_endpoint"].split("/")[2]
+        consent = requests.post(
+            f"http://{host}/oauth/authorize/",
+            data={"client_id": life.server.state["client_id"], "state": "s1"},
+            allow_redirects=False,
+            timeout=10,
+        )
+        assert consent.status_code == 302
+        assert consent.headers["location"].startswith(f"{life.app.url}/elsewhere/callback/?code=")
+        refused = life.control("lifecycle", expect=400, urls={"installer": "ftp://nowhere/"})
+        assert "installer" in refused["detail"]
+    finally:
+        life.control("lifecycle", urls={"oauth_redirect": original})
