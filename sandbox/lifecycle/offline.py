@@ -144,7 +144,7 @@ def _parse_order(raw: Any, default: tuple[str, str], allowed: Iterable[str]) -> 
 def _sorted(records: list[OfflineRecord], order: list[tuple[str, bool]]) -> list[OfflineRecord]:
     # Stable sorts applied from the last key to the first give a multi-key sort with mixed directions.
     for name, descending in reversed(order):
-        records = sorted(records, key=lambda r, n=name: r.value(n), reverse=descending)
+        records = sorted(records, key=operator.methodcaller("value", name), reverse=descending)
     return records
 
 
