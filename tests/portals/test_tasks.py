@@ -1,0 +1,56 @@
+"""The beat sweep with a real Celery worker: keep-alive and warm-up refreshes, nothing else."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from portals.models import Portal
+from portals.tasks import portals_tokens_sweep
+from tests.fixtures.portals import sandbox_grants
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def wait_until(condition, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.1)
+
+
+def test_sweep_refreshes_only_due_portals(install_portal, portals_sandbox, settings, celery_worker):
+    settings.BITRIX24_TOKEN_SWEEP_JITTER = 0.5
+    now = timezone.now()
+    dormant = install_portal(1)
+    warm = install_portal(2)
+    idle = install_portal(3)
+    # Each install queues the events binding on the worker, whose calls may refresh on demand:
+    # let it finish before the portals are aged.
+    for index in (1, 2, 3):
+        path = f"lifecycle/registrations?portal={index}"
+        wait_until(lambda path=path: portals_sandbox.control_get(path)["handlers"])
+    Portal.objects.filter(pk=dormant.pk).update(refresh_token_issued_at=now - timedelta(days=25))
+    Portal.objects.filter(pk=warm.pk).update(
+        work_due_at=now + timedelta(minutes=3), expires_at=now + timedelta(minutes=1)
+    )
+    Portal.objects.filter(pk=idle.pk).update(expires_at=now - timedelta(hours=3))  # refreshed on demand only
+    before = {p.member_id: sandbox_grants(portals_sandbox, p.member_id) for p in (dormant, warm, idle)}
+
+    counts = portals_tokens_sweep()  # the beat entry point; its refreshes run on the worker
+    assert counts == {"warm": 1, "keepalive": 1}
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if Portal.objects.get(pk=dormant.pk).refresh_token_issued_at > now and Portal.objects.get(
+            pk=warm.pk
+        ).expires_at > now + timedelta(minutes=30):
+            break
+        time.sleep(0.2)
+    after = {p.member_id: sandbox_grants(portals_sandbox, p.member_id) for p in (dormant, warm, idle)}
+    assert after[dormant.member_id] - before[dormant.member_id] == 1
+    assert after[warm.member_id] - before[warm.member_id] == 1
+    assert after[idle.member_id] == before[idle.member_id]
