@@ -30,7 +30,7 @@ def runtime(sb: Sandbox) -> LifecycleRuntime:
     """The lifecycle state of this sandbox (created from config.app_url on first use)."""
     rt = _runtimes.get(sb)
     if rt is None:
-        rt = _runtimes[sb] = LifecycleRuntime(urls=_card(sb))
+        rt = _runtimes[sb] = LifecycleRuntime(urls=_card(sb), clock=sb.clock.time)
     rt.urls.oauth_redirect = sb.config.redirect_uri or rt.urls.oauth_redirect
     return rt
 
@@ -48,7 +48,7 @@ def runtime_reset(sb: Sandbox) -> LifecycleRuntime:
     """Forget deliveries and switches (workers stop); the app URLs and finish mode survive a reset,
     like the app card survives on Bitrix24."""
     old = _runtimes.get(sb)
-    rt = LifecycleRuntime(urls=old.urls if old else _card(sb))
+    rt = LifecycleRuntime(urls=old.urls if old else _card(sb), clock=sb.clock.time)
     if old is not None:
         old.stop()
         rt.finish_mode = old.finish_mode

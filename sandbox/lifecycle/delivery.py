@@ -23,6 +23,8 @@ from typing import Any
 
 import requests
 
+from sandbox.lifecycle.forms import php_form_encode
+
 log = logging.getLogger("sandbox.lifecycle.delivery")
 
 USER_AGENT = "Bitrix24 Webhook Engine"  # what the portal's queue server sends
@@ -34,12 +36,13 @@ _ids = itertools.count(1)
 
 @dataclass
 class Delivery:
-    """One POST to make. `body` is the form-encoded payload (secret-bearing: never logged)."""
+    """One POST to make. `payload` is the event (secret-bearing: never logged); its `ts` is stamped when
+    the queue sends it, as Bitrix24's "time the queue sent it" — a slow handler ahead shows in it."""
 
     member_id: str
     event: str
     url: str
-    body: str
+    payload: dict[str, Any]
     handler_id: int | None = None
     kind: str = "event"  # "event" for bound handlers, "install" for the installation-event URL
     id: int = field(default_factory=lambda: next(_ids))
@@ -47,6 +50,13 @@ class Delivery:
 
     def __repr__(self) -> str:
         return f"Delivery(id={self.id}, member_id={self.member_id!r}, event={self.event!r}, url={self.url!r})"
+
+    def body(self, sent_at: float) -> str:
+        """The form body as sent at `sent_at` (sandbox clock)."""
+        payload = dict(self.payload)
+        if "ts" in payload:
+            payload["ts"] = str(int(sent_at))
+        return php_form_encode(payload)
 
 
 @dataclass
@@ -94,14 +104,14 @@ class DeliveryLog:
         self.counters.clear()
 
 
-Poster = Callable[[Delivery, float], int]
+Poster = Callable[[str, str, float], int]
 
 
-def post_form(delivery: Delivery, timeout: float) -> int:
+def post_form(url: str, body: str, timeout: float) -> int:
     """POST the form body; return the HTTP status. Redirects are not followed (a portal doesn't)."""
     response = requests.post(
-        delivery.url,
-        data=delivery.body.encode(),
+        url,
+        data=body.encode(),
         headers={"Content-Type": "application/x-www-form-urlencoded", "User-Agent": USER_AGENT},
         timeout=timeout,
         allow_redirects=False,
@@ -114,9 +124,16 @@ class DeliveryWorker:
     """The queue and consumer task of one portal. Create it inside the running event loop."""
 
     def __init__(
-        self, *, member_id: str, log_: DeliveryLog, timeout: Callable[[], float], poster: Poster = post_form
+        self,
+        *,
+        member_id: str,
+        log_: DeliveryLog,
+        timeout: Callable[[], float],
+        clock: Callable[[], float] = time.time,
+        poster: Poster = post_form,
     ) -> None:
         self.member_id = member_id
+        self.clock = clock
         self.log = log_
         self.timeout = timeout
         self.poster = poster
@@ -145,7 +162,8 @@ class DeliveryWorker:
         status: int | None = None
         error = ""
         try:
-            status = await asyncio.to_thread(self.poster, delivery, self.timeout())
+            body = delivery.body(self.clock())
+            status = await asyncio.to_thread(self.poster, delivery.url, body, self.timeout())
         except requests.Timeout:
             error = "timeout"
         except requests.RequestException as exc:

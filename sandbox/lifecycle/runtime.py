@@ -6,6 +6,7 @@ One `LifecycleRuntime` per running sandbox; `reset()` gives a fresh one (the con
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -78,13 +79,16 @@ class LifecycleRuntime:
     log: DeliveryLog = field(default_factory=DeliveryLog)
     workers: dict[str, DeliveryWorker] = field(default_factory=dict)
     poster: Poster = post_form
+    clock: Callable[[], float] = time.time  # the sandbox clock, for the events' `ts`
 
     def worker(self, member_id: str) -> DeliveryWorker:
         """The portal's delivery worker, created on first use (inside the running loop)."""
         worker = self.workers.get(member_id)
         if worker is None:
             timeout: Callable[[], float] = lambda: self.delivery_timeout  # noqa: E731 - read at delivery time
-            worker = DeliveryWorker(member_id=member_id, log_=self.log, timeout=timeout, poster=self.poster)
+            worker = DeliveryWorker(
+                member_id=member_id, log_=self.log, timeout=timeout, clock=self.clock, poster=self.poster
+            )
             self.workers[member_id] = worker
         return worker
 

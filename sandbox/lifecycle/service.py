@@ -18,7 +18,6 @@ from sandbox.lifecycle import core
 from sandbox.lifecycle.bindings import AppRegistrations, EventHandler
 from sandbox.lifecycle.delivery import USER_AGENT, Delivery
 from sandbox.lifecycle.errors import ActionError
-from sandbox.lifecycle.forms import php_form_encode
 from sandbox.lifecycle.payloads import FramePost, UserTokens, event_payload, frame_post
 
 if TYPE_CHECKING:
@@ -86,7 +85,7 @@ def _submit(
             member_id=portal.member_id,
             event=event,
             url=url,
-            body=php_form_encode(payload),
+            payload=payload,
             handler_id=handler_id,
             kind=kind,
         )
