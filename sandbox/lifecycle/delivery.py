@@ -44,7 +44,7 @@ class Delivery:
     url: str
     payload: dict[str, Any]
     handler_id: int | None = None
-    kind: str = "event"  # "event" for bound handlers, "install" for the installation-event URL
+    kind: str = "event"  # "event" for handlers bound with event.bind, "install" for the app card's URL
     id: int = field(default_factory=lambda: next(_ids))
     queued_at: float = field(default_factory=time.time)
 

@@ -131,6 +131,7 @@ def events_deliver(
             handler_id=handler.id,
             data=data,
             tokens=_tokens_for(sb, portal=portal, handler=handler, acting_user=acting_user),
+            kind="install" if handler.bound_by == 0 else "event",
         )
     return len(handlers)
 

@@ -226,7 +226,7 @@ def _frame_token(request: Request, payload: dict[str, Any]) -> Any:
     token = sb.tokens.get(value)
     if token is None or token.member_id != portal.member_id or not token.access_valid:
         return None
-    if not hmac.compare_digest(token.access_token, value):
+    if token.client_id != sb.config.client_id or not hmac.compare_digest(token.access_token, value):
         return None
     return token
 

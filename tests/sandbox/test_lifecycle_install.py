@@ -236,6 +236,7 @@ def test_cli_pages_and_deliveries(life: Life, tmp_path):
     assert listed.returncode == 0, listed.stderr
     records = json.loads(listed.stdout)["deliveries"]
     assert [r["event"] for r in records] == ["ONAPPINSTALL"] and records[0]["ok"] is True
+    assert records[0]["kind"] == "install" and records[0]["url"] == f"{life.app.url}/bitrix/install/"
 
 
 def test_app_card_oauth_redirect_is_the_authorize_target(life: Life):
