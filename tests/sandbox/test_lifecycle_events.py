@@ -200,3 +200,48 @@ def test_rest_writes_and_event_test_fire_events(life: Life):
     assert change.form["event"] == "ONCRMDEALUPDATE" and change.form["data"]["FIELDS"]["ID"] == "3"
     (probe,) = life.app.received("/test-handler/")
     assert probe.form["event"] == "ONAPPTEST" and probe.form["data"]["QUERY"] == {"any": "thing"}
+
+
+def test_portal_page_buttons_drive_the_lifecycle(life: Life):
+    import requests
+
+    host = life.portal()["http_endpoint"].split("/")[2]
+    token = life.token()
+    for event in (
+        "ONCRMDEALADD",
+        "ONCRMDEALUPDATE",
+        "ONCRMDEALDELETE",
+        "ONAPPUPDATE",
+        "ONAPPPAYMENT",
+        "ONAPPUNINSTALL",
+    ):
+        _bind(life, token, event)
+
+    def click(action: str, **form: str) -> str:
+        answer = requests.post(
+            f"http://{host}/portal/actions/{action}", data=form, allow_redirects=False, timeout=10
+        )
+        assert answer.status_code == 303, (action, answer.status_code)
+        return answer.headers["location"]
+
+    click("deal-add", title="from a person")
+    click("deal-update", id="2")
+    click("deal-delete", id="3")
+    assert "no+deal" in click("deal-update", id="999999")  # refused with a message, nothing sent
+    click("update")
+    click("payment-end")
+    click("payment-renew")
+    click("uninstall", clean="1")
+    life.wait()
+    events = [r.form["event"] for r in life.app.received("/bitrix/events/")]
+    assert events == [
+        "ONCRMDEALADD",
+        "ONCRMDEALUPDATE",
+        "ONCRMDEALDELETE",
+        "ONAPPUPDATE",
+        "ONAPPPAYMENT",
+        "ONAPPPAYMENT",
+        "ONAPPUNINSTALL",
+    ]
+    page = requests.get(f"http://{host}/portal/", timeout=10).text
+    assert "uninstalled" in page and "Install the app" in page
