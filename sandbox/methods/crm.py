@@ -88,11 +88,19 @@ def _stringify(value: Any) -> Any:
     return str(value)
 
 
+MONEY_FIELDS = {"OPPORTUNITY", "TAX_VALUE", "REVENUE"}
+
+
 def _apply(row: Row, fields: dict[str, Any], standard: list[str]) -> None:
     for key, value in fields.items():
         if key in READ_ONLY:
             continue
-        if key in standard or key.startswith("UF_"):
+        if key in MONEY_FIELDS and value not in (None, ""):
+            try:
+                row[key] = f"{float(value):.2f}"  # Bitrix24 answers money with two decimals
+            except (TypeError, ValueError):
+                raise RestError("", f"Field {key} must be a number.", 400)
+        elif key in standard or key.startswith("UF_"):
             row[key] = _stringify(value)
 
 

@@ -1,0 +1,85 @@
+"""Entry points: ``python manage.py sandbox`` prints what a developer needs; ``--shared-address``
+serves many portals from one wildcard listener."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+from sandbox.testing import SandboxServer
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_manage_py_sandbox_prints_portals_and_app_credentials():
+    with tempfile.TemporaryDirectory() as directory:
+        state = Path(directory) / "state.json"
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            "BITRIX24_CLIENT_ID": "app.0123abcd.42",
+            "BITRIX24_CLIENT_SECRET": "shared-secret-for-the-demo",
+        }
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "manage.py",
+                "sandbox",
+                "--portals",
+                "2",
+                "--port",
+                "0",
+                "--http-port",
+                "0",
+                "--state-file",
+                str(state),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            lines = []
+            deadline = time.monotonic() + 30
+            while len(lines) < 4 and time.monotonic() < deadline:
+                line = process.stdout.readline()
+                if not line:
+                    break
+                lines.append(line)
+            output = "".join(lines)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=15)
+        assert "client_id=app.0123abcd.42" in output and "client_secret=shared-secret-for-the-demo" in output
+        portals = re.findall(
+            r"(127\.0\.0\.\d+:\d+)\s+member_id=([0-9a-f]{32})\s+webhook=(https://\S+/rest/1/\w+/)", output
+        )
+        assert len(portals) == 2
+        assert portals[0][0].startswith("127.0.0.2:") and portals[1][0].startswith("127.0.0.3:")
+        assert process.returncode == 0
+
+
+def test_shared_address_mode_tells_portals_apart():
+    with SandboxServer(portals=3, deals=5, shared_address=True, cost_scale=0) as sandbox:
+        titles = {}
+        for index in (1, 2, 3):
+            url = sandbox.portal(index)["webhook_url"]
+            new_id = requests.post(
+                url + "crm.deal.add", json={"fields": {"TITLE": f"p{index}"}}, verify=sandbox.ca_bundle
+            ).json()["result"]
+            titles[index] = requests.get(
+                url + "crm.deal.get", params={"id": new_id}, verify=sandbox.ca_bundle
+            ).json()["result"]["TITLE"]
+        assert titles == {1: "p1", 2: "p2", 3: "p3"}
+        counters = sandbox.counters()["requests"]["by_portal"]
+        assert sorted(counters.values()) == [2, 2, 2]
