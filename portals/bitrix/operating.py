@@ -21,6 +21,8 @@ from typing import Any
 # Error answers carry no timing: when blocked without a known reset, wait at least this long
 # (the JS SDK's choice, and one minute-bucket is the finest granularity that can free time).
 DEFAULT_BLOCK_SECONDS = 10.0
+# operating_reset_at is whole seconds (truncated): the bucket may drop out up to a second later.
+RESET_SLACK = 1.0
 
 
 @dataclass
@@ -102,7 +104,7 @@ class OperatingLedger:
         entry = self.get(bucket_key, credential_id, method)
         entry.operating = operating
         if reset_at:
-            entry.reset_at = reset_at
+            entry.reset_at = reset_at + RESET_SLACK
         entry.seen_at = now
         self._put(bucket_key, credential_id, method, entry)
 

@@ -6,7 +6,7 @@ import pytest
 import redis
 from django.conf import settings
 
-from portals.bitrix.operating import DEFAULT_BLOCK_SECONDS, OperatingLedger
+from portals.bitrix.operating import DEFAULT_BLOCK_SECONDS, RESET_SLACK, OperatingLedger
 
 
 class Clock:
@@ -37,11 +37,11 @@ def test_only_the_method_near_its_limit_waits(ledger_pair) -> None:
     writer, reader, clock = ledger_pair
     writer.record("m1", "app", "crm.deal.list", {"operating": 455.0, "operating_reset_at": clock.now + 42})
     writer.record("m1", "app", "crm.deal.get", {"operating": 100.0, "operating_reset_at": clock.now + 42})
-    assert reader.delay("m1", "app", "CRM.DEAL.LIST") == pytest.approx(42)
+    assert reader.delay("m1", "app", "CRM.DEAL.LIST") == pytest.approx(42 + RESET_SLACK)
     assert reader.delay("m1", "app", "crm.deal.get") == 0
     assert reader.delay("m1", "wh-other", "crm.deal.list") == 0  # another credential
     assert reader.delay("m2", "app", "crm.deal.list") == 0  # another portal
-    clock.now += 43
+    clock.now += 43 + RESET_SLACK
     assert reader.delay("m1", "app", "crm.deal.list") == 0  # the oldest bucket expired
 
 
@@ -56,7 +56,7 @@ def test_a_refusal_blocks_until_the_known_reset_or_a_default(ledger_pair) -> Non
     assert writer.blocked("m1", "app", "crm.deal.update") == pytest.approx(DEFAULT_BLOCK_SECONDS)
     assert reader.delay("m1", "app", "crm.deal.update") == pytest.approx(DEFAULT_BLOCK_SECONDS)
     writer.record("m1", "app", "crm.deal.add", {"operating": 1.0, "operating_reset_at": clock.now + 300})
-    assert writer.blocked("m1", "app", "crm.deal.add") == pytest.approx(300)
+    assert writer.blocked("m1", "app", "crm.deal.add") == pytest.approx(300 + RESET_SLACK)
 
 
 def test_a_skewed_portal_clock_is_rebased_on_ours(ledger_pair) -> None:
@@ -68,7 +68,7 @@ def test_a_skewed_portal_clock_is_rebased_on_ours(ledger_pair) -> None:
         "crm.deal.list",
         {"operating": 470.0, "operating_reset_at": portal_now + 25, "finish": portal_now},
     )
-    assert reader.delay("m1", "app", "crm.deal.list") == pytest.approx(25)
+    assert reader.delay("m1", "app", "crm.deal.list") == pytest.approx(25 + RESET_SLACK)
 
 
 def test_answers_without_operating_are_ignored(ledger_pair) -> None:
