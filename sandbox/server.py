@@ -317,6 +317,11 @@ def summary(sandbox: Sandbox, out: Any, *, quiet: bool) -> None:
 
 
 async def serve(config: Config, *, out: Any = sys.stdout, quiet: bool = False) -> None:
+    # Handlers first: a supervisor may stop us as soon as the summary is out.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     raise_fd_limit()
     import sandbox.methods  # noqa: F401 - registers the built-in methods
 
@@ -348,10 +353,6 @@ async def serve(config: Config, *, out: Any = sys.stdout, quiet: bool = False) -
             await asyncio.sleep(1)
 
     ticker = asyncio.create_task(date_header())
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     ticker.cancel()
     await listeners.close()
