@@ -280,12 +280,9 @@ def simulate(args: argparse.Namespace, rng: random.Random, sandbox) -> int:  # n
 
     print()
     dormant_days = settings.BITRIX24_DORMANT_REFRESH_DAYS
-    print(
-        f"Token lifecycle: {len(kind)} portals, {args.days:g} simulated days, expires_in {args.access_lifetime:g}s,"
-    )
-    print(
-        f"sweep every {args.step:g}s, keep-alive after {dormant_days:g} days, {args.workers} worker threads"
-    )
+    lifetime_s = args.access_lifetime
+    print(f"Token lifecycle: {len(kind)} portals, {args.days:g} simulated days, expires_in {lifetime_s:g}s")
+    print(f"sweep every {args.step:g}s, keep-alive after {dormant_days:g} days, {args.workers} workers")
     print(f"wall time {wall:.0f}s")
     print()
     print(f"{'portals':<12}{'count':>8}{'refreshes':>11}{'min':>6}{'mean':>8}{'max':>6}")
