@@ -213,9 +213,9 @@ def data_changed(sb: Sandbox, change: DataChange) -> None:
 def app_install_start(sb: Sandbox, *, portal: Portal) -> FramePost:
     """Start an install with an installer: the app is present but not installed until installFinish.
 
-    A reinstall after uninstall reuses the installation row (its options survive unless CLEAN was
-    chosen, like on Bitrix24) but gets a new application_token and no handlers or placements.
-    Raises ActionError if the app is already fully installed.
+    Installing over an installed app is a reinstall, as the portal's "Reinstall" does. A reinstall
+    reuses the installation row (its options survive unless CLEAN was chosen, like on Bitrix24) but
+    gets a new application_token and no handlers or placements. Returns the installer's frame POST.
     """
     app = core.app_install_begin(sb, portal=portal)
     registrations(app).forget_all()
@@ -231,6 +231,7 @@ def app_install_finish(sb: Sandbox, *, portal: Portal) -> bool:
     if app.installed:
         return False
     core.app_mark_installed(sb, portal=portal, app=app)
+    log.info("sandbox.lifecycle.install_finished", extra={"member_id": portal.member_id})
     regs = registrations(app)
     urls = core.runtime(sb).urls
     # The installation-event URL of the app card is a real handler on Bitrix24 (it has an id and shows
@@ -301,6 +302,7 @@ def app_update(sb: Sandbox, *, portal: Portal, version: int | None = None) -> di
         raise ActionError("the app is not fully installed")
     previous = app.version
     core.app_set_version(sb, portal=portal, app=app, version=version if version is not None else previous + 1)
+    log.info("sandbox.lifecycle.updated", extra={"member_id": portal.member_id, "version": app.version})
     data = {"VERSION": str(app.version), "PREVIOUS_VERSION": str(previous), "LANGUAGE_ID": "en"}
     queued = events_deliver(
         sb, portal=portal, event="ONAPPUPDATE", data=data, acting_user=portal.admin_user_id, app=app
@@ -343,5 +345,6 @@ def app_uninstall(sb: Sandbox, *, portal: Portal, clean: bool) -> dict[str, Any]
             sb, portal=portal, event="ONAPPUNINSTALL", data=data, acting_user=None, app=app
         )
     core.app_remove(sb, portal=portal, app=app, clean=clean)
+    log.info("sandbox.lifecycle.uninstalled", extra={"member_id": portal.member_id, "clean": clean})
     registrations(app).forget_all()
     return {"queued": queued, "clean": clean}
