@@ -20,7 +20,7 @@ class AppUrls:
     """Where the app registered its pages, as in an app card (protocol §1.1). Built from `app_url` with
     the project's defaults; each one can be overridden (control API, CLI)."""
 
-    installer: str
+    installer: str  # "" for an app without UI (protocol §1.3: installed immediately)
     install_event: str
     app_page: str
     placement: str  # a template: "{name}" is replaced by the lower-case placement code
@@ -46,6 +46,9 @@ class AppUrls:
         for key, value in changes.items():
             if key not in self.__dataclass_fields__:
                 raise KeyError(key)
+            if key == "installer" and value == "":
+                self.installer = ""  # an app without UI: installed at once, no installer, no installFinish
+                continue
             if value in (None, ""):
                 continue
             parts = urlsplit(str(value))

@@ -210,15 +210,20 @@ def data_changed(sb: Sandbox, change: DataChange) -> None:
 # --- the lifecycle actions ---------------------------------------------------------------------------
 
 
-def app_install_start(sb: Sandbox, *, portal: Portal) -> FramePost:
-    """Start an install with an installer: the app is present but not installed until installFinish.
+def app_install_start(sb: Sandbox, *, portal: Portal) -> FramePost | None:
+    """Start an install. With an installer URL the app is present but not installed until
+    installFinish, and the installer's frame POST is returned. Without one (an app without UI) the
+    app is installed at once, ONAPPINSTALL is sent, and None is returned (RD installation-callback).
 
     Installing over an installed app is a reinstall, as the portal's "Reinstall" does. A reinstall
     reuses the installation row (its options survive unless CLEAN was chosen, like on Bitrix24) but
-    gets a new application_token and no handlers or placements. Returns the installer's frame POST.
+    gets a new application_token and no handlers or placements.
     """
     app = core.app_install_begin(sb, portal=portal)
     registrations(app).forget_all()
+    if not core.runtime(sb).urls.installer:
+        app_install_finish(sb, portal=portal)
+        return None
     return frame_build(sb, portal=portal)
 
 
@@ -267,6 +272,8 @@ async def app_install_headless(sb: Sandbox, *, portal: Portal, finish: str | Non
     if mode not in ("auto", "explicit"):
         raise ActionError(f"finish must be 'auto' or 'explicit', not {mode!r}")
     frame = app_install_start(sb, portal=portal)
+    if frame is None:  # no UI: nothing to POST, already installed
+        return {"installer_status": None, "installed": True}
     url = core.runtime(sb).urls.installer
     try:
         status = await asyncio.to_thread(_post_frame, url, frame, core.runtime(sb).delivery_timeout)

@@ -120,7 +120,7 @@ async def app_frame(request: Request) -> Response:
         return _back("The app is not installed.")
     urls = core.runtime(sb).urls
     frame = service.frame_build(sb, portal=portal)
-    if state == "installing":
+    if state == "installing" and urls.installer:
         return _render_frame(
             request,
             title="Installing the app",
@@ -156,7 +156,8 @@ async def portal_action(request: Request) -> Response:
     action = request.path_params["action"]
     try:
         if action == "install":
-            service.app_install_start(sb, portal=portal)
+            if service.app_install_start(sb, portal=portal) is None:
+                return _back("Installed (an app without UI: no installer).")
             return RedirectResponse("/portal/app/", status_code=303)
         if action == "update":
             result = service.app_update(sb, portal=portal)
@@ -315,7 +316,11 @@ async def control_action(request: Request) -> Response:
             result = await service.app_install_headless(sb, portal=portal, finish=data.get("finish"))
         elif action == "install-start":
             frame = service.app_install_start(sb, portal=portal)
-            result = {"url": core.runtime(sb).urls.installer, "query": frame.query, "body": frame.body}
+            result = (
+                {"url": core.runtime(sb).urls.installer, "query": frame.query, "body": frame.body}
+                if frame is not None
+                else {"url": None}
+            )
         elif action == "install-finish":
             result = {"installed": True, "finished_now": service.app_install_finish(sb, portal=portal)}
         elif action == "update":

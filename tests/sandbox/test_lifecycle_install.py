@@ -260,3 +260,15 @@ def test_app_card_oauth_redirect_is_the_authorize_target(life: Life):
         assert "installer" in refused["detail"]
     finally:
         life.control("lifecycle", urls={"oauth_redirect": original})
+
+
+def test_app_without_ui_is_installed_at_once(life: Life):
+    life.control("lifecycle", urls={"installer": ""})
+    answer = life.control("lifecycle/install", portal=1)
+    assert (
+        answer["installed"] is True and answer["installer_status"] is None and answer["state"] == "installed"
+    )
+    life.wait()
+    received = life.app.received("/bitrix/install/")
+    assert [r.form.get("event") for r in received] == ["ONAPPINSTALL"]  # no frame POST, only the event
+    assert received[0].form["auth"]["refresh_token"]
