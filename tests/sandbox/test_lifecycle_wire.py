@@ -248,3 +248,44 @@ def test_placement_bind_rules():
 def test_query_split_survives_a_real_url():
     frame = frame_post(portal=PORTAL, tokens=TOKENS)
     assert dict(parse_qsl(php_form_encode(frame.body))) == frame.body
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(
+                st.just("record"), st.sampled_from(["ONCRMDEALADD", "ONCRMDEALUPDATE"]), st.integers(1, 4)
+            ),
+            st.tuples(st.just("reserve"), st.integers(0, 3)),
+            st.tuples(st.just("take"), st.integers(0, 3)),
+            st.tuples(st.just("confirm"), st.booleans()),
+            st.tuples(st.just("fail"), st.booleans()),
+        ),
+        max_size=40,
+    )
+)
+def test_offline_queue_invariants(operations):
+    """Whatever the order of changes and consumer calls: one waiting record per event and object,
+    every record read at most once by get, and ids never reused."""
+    queue = OfflineQueue()
+    processes: list[str] = []
+    delivered: list[str] = []
+    now = 0.0
+    for op in operations:
+        now += 1
+        if op[0] == "record":
+            queue.record(event=op[1], data={"FIELDS": {"ID": op[2]}}, object_id=op[2], now=now)
+        elif op[0] == "reserve":
+            got = queue.get({"clear": 0, "limit": op[1]}, extended=True)
+            processes.append(got["process_id"])
+            delivered += [e["ID"] for e in got["events"]]
+        elif op[0] == "take":
+            delivered += [e["ID"] for e in queue.get({"limit": op[1]}, extended=True)["events"]]
+        elif processes:
+            process = processes.pop(0) if op[1] else processes[-1]
+            (queue.clear if op[0] == "confirm" else queue.error)({"process_id": process})
+        waiting = [(r.message_id) for r in queue.records if not r.process_id and not r.error]
+        assert len(waiting) == len(set(waiting))
+        ids = [r.id for r in queue.records]
+        assert len(ids) == len(set(ids))
+    assert len(delivered) == len(set(delivered))
