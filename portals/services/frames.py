@@ -23,6 +23,7 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from ..bitrix.exceptions import (
+    Bitrix24ConfigError,
     Bitrix24Error,
     InvalidApplicationToken,
     InvalidInstallRequest,
@@ -30,7 +31,7 @@ from ..bitrix.exceptions import (
 )
 from ..bitrix.oauth import AppInfo
 from ..models import Portal
-from .endpoints import normalise_domain
+from .endpoints import endpoints_check, normalise_domain
 from .install import InstallClaim, install_claim_from_frame, install_verify, portal_store_verified
 from .lifecycle import application_token_matches, portal_payment_changed
 from .oauth import Clock, oauth_server
@@ -116,8 +117,16 @@ def portal_frame_authenticate(*, frame: Frame, clock: Clock | None = None) -> Fr
         confirmed = normalise_domain(info.domain)
         if confirmed != frame_domain:
             raise UnknownPortal("frame domain does not match the portal")
+        try:
+            client_endpoint, _server = endpoints_check(
+                domain=frame_domain,
+                client_endpoint=frame.claim.client_endpoint,
+                server_endpoint=portal.server_endpoint,
+            )
+        except Bitrix24ConfigError as e:
+            raise UnknownPortal("frame domain not acceptable") from e
         Portal.objects.filter(pk=portal.pk).update(
-            domain=frame_domain, client_endpoint=frame.claim.client_endpoint, updated_at=timezone.now()
+            domain=frame_domain, client_endpoint=client_endpoint, updated_at=timezone.now()
         )
         portal.refresh_from_db()
         logger.info("portal.renamed", extra={"member_id": portal.member_id, "new": frame_domain})

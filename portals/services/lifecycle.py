@@ -120,18 +120,26 @@ def portal_app_info(*, portal: Portal, clock: Clock | None = None) -> AppInfo:
         try:
             return server.app_info(portal.access_token)
         except Bitrix24PaymentRequired:
-            return AppInfo(
-                client_id=portal.oauth_client_id, member_id=portal.member_id, domain=portal.domain,
-                client_endpoint=portal.client_endpoint, user_id=None, status=portal.app_status,
-                installed=True, scope=(), payment_expired=True, license=portal.license,
-            )  # fmt: skip
+            return _payment_expired_info(portal)
         except Bitrix24TokenExpired:
             if attempt:
                 raise
             # The payment path may run on a portal whose state is PAYMENT_REQUIRED: refresh
             # directly (the gate would refuse), still single-flight.
-            portal = _refresh_for_check(portal=portal, clock=clock)
+            try:
+                portal = _refresh_for_check(portal=portal, clock=clock)
+            except Bitrix24PaymentRequired:
+                return _payment_expired_info(portal)
     raise AssertionError("unreachable")
+
+
+def _payment_expired_info(portal: Portal) -> AppInfo:
+    """What app.info would say when the OAuth server answers PAYMENT_REQUIRED instead."""
+    return AppInfo(
+        client_id=portal.oauth_client_id, member_id=portal.member_id, domain=portal.domain,
+        client_endpoint=portal.client_endpoint, user_id=None, status=portal.app_status,
+        installed=True, scope=(), payment_expired=True, license=portal.license,
+    )  # fmt: skip
 
 
 def _refresh_for_check(*, portal: Portal, clock: Clock) -> Portal:

@@ -92,3 +92,14 @@ def test_payment_recheck_marks_an_active_portal(install_portal, portals_sandbox)
     portal = install_portal(1)
     portals_sandbox.control("app/payment", member_id=portal.member_id, expired=True)
     assert portal_payment_changed(portal=portal).state == Portal.State.PAYMENT_REQUIRED
+
+
+def test_payment_return_after_the_access_token_expired(install_portal, portals_sandbox):
+    portal = install_portal(1)
+    portals_sandbox.control("app/payment", member_id=portal.member_id, expired=True)
+    assert portal_payment_changed(portal=portal).state == Portal.State.PAYMENT_REQUIRED
+    portals_sandbox.control("app/payment", member_id=portal.member_id, expired=False)
+    portals_sandbox.control("clock", offset=7200)  # the stored access token is dead by now
+    grants = sandbox_grants(portals_sandbox, portal.member_id)
+    assert portal_payment_changed(portal=portal).state == Portal.State.ACTIVE
+    assert sandbox_grants(portals_sandbox, portal.member_id) == grants + 1
