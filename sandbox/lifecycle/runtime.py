@@ -59,12 +59,6 @@ class AppUrls:
     def placement_url(self, placement: str) -> str:
         return self.placement.replace("{name}", placement.lower())
 
-    @property
-    def origin(self) -> str:
-        """Scheme://host of the app page: the only origin the portal page posts frame secrets to."""
-        parts = urlsplit(self.app_page)
-        return f"{parts.scheme}://{parts.netloc}"
-
     def as_dict(self) -> dict[str, str]:
         return asdict(self)
 

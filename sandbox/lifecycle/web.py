@@ -9,7 +9,7 @@ import hmac
 import json
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
@@ -90,11 +90,17 @@ def _render_frame(request: Request, *, title: str, action: str, frame: FramePost
             action=action_url,
             body=frame.body,
             init=init,
-            app_origin=core.runtime(sb).urls.origin,
+            app_origin=_origin(action),
             frame_name=f"{frame.query['DOMAIN']}|{frame.query['PROTOCOL']}|{frame.query['APP_SID']}",
         ),
         headers={"Cache-Control": "no-store"},
     )
+
+
+def _origin(url: str) -> str:
+    """scheme://host[:port] of the framed URL: the only origin the page posts frame secrets to."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def _back(message: str) -> Response:
