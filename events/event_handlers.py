@@ -7,6 +7,7 @@ installation (``ts < installed_at``) belongs to an earlier installation and chan
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timedelta
 
 from events.registry import on_event
 from portals.bitrix.events import EventPayload
@@ -16,8 +17,18 @@ from portals.models import Portal
 logger = logging.getLogger("events")
 
 
+def _latest_moment(payload: EventPayload) -> datetime | None:
+    """The latest instant the event can stand for: ``ts`` has whole seconds, installed_at doesn't.
+
+    Without this, an uninstall in the same second as the install (ts 12:00:00 vs installed_at
+    12:00:00.7) would look older than the install and be ignored.
+    """
+    return payload.ts + timedelta(microseconds=999_999) if payload.ts else None
+
+
 def _from_earlier_installation(portal: Portal, payload: EventPayload) -> bool:
-    return bool(portal.installed_at and payload.ts and payload.ts < portal.installed_at)
+    moment = _latest_moment(payload)
+    return bool(portal.installed_at and moment and moment < portal.installed_at)
 
 
 @on_event("ONAPPUNINSTALL")
@@ -26,7 +37,7 @@ def app_uninstalled(*, portal: Portal, payload: EventPayload) -> None:
 
     clean = str(payload.data.get("CLEAN", "0")) in ("1", "Y", "true")
     # portal_uninstall ignores an event older than the current installation (a late uninstall).
-    portal_uninstall(portal=portal, clean=clean, event_ts=payload.ts)
+    portal_uninstall(portal=portal, clean=clean, event_ts=_latest_moment(payload))
 
 
 @on_event("ONAPPUPDATE")
