@@ -54,12 +54,15 @@ class PortalCredentials:
         return self.portal.client_endpoint
 
     def access_token(self) -> str | None:
-        """The stored access token, refreshed first when it expires within the refresh margin.
+        """The stored access token (read afresh), refreshed first when it expires within the margin.
 
         Raises Bitrix24InvalidGrant / Bitrix24PaymentRequired / Bitrix24PortalUnavailable at once
         when the portal is not usable (the state says why), without any request.
         """
-        portal = self.portal
+        # Read the row on every call: another process may have rotated the pair (a warm-up or
+        # keep-alive refresh kills the old access token before it expires), and a primary-key
+        # read costs far less than a REST call answered invalid_token.
+        portal = self.reload()
         portal_raise_if_unusable(portal)
         now = self._clock()
         margin = timedelta(seconds=settings.BITRIX24_TOKEN_REFRESH_MARGIN)

@@ -116,3 +116,25 @@ def test_expired_token_answer_from_the_portal_refreshes_once(install_portal, por
         thread.join(timeout=120)
     assert not errors, errors
     assert sandbox_grants(portals_sandbox, portal.member_id) - before == 1
+
+
+def test_holder_of_a_rotated_token_reloads_instead_of_refreshing(install_portal, portals_sandbox):
+    from django.utils import timezone
+
+    from portals.services.tokens import RefreshWhen, portal_tokens_refresh
+
+    portal = install_portal(1)
+    credentials = PortalCredentials(portal.pk)
+    old = credentials.access_token()
+    # A keep-alive elsewhere rotates the pair while this holder still has the old token.
+    portal_tokens_refresh(
+        portal_id=portal.pk, when=RefreshWhen(issued_before=timezone.now()), reason="keepalive"
+    )
+    grants = sandbox_grants(portals_sandbox, portal.member_id)
+
+    credentials.refresh(old)  # the old token was refused: the store already has a newer one
+    assert sandbox_grants(portals_sandbox, portal.member_id) == grants
+    new = credentials.access_token()
+    assert new != old
+    client = client_for_portal(member_id=portal.member_id)
+    assert client.call("profile")["ID"]
