@@ -43,12 +43,35 @@ def test_uninstall_older_than_the_install_changes_nothing():
 
 
 def test_clean_uninstall_deletes_related_data_but_keeps_the_portal_row():
+    from events.models import Event
+
     portal = make_portal()
-    related = [r for r in Portal._meta.related_objects if r.one_to_many]
+    other = make_portal()
+
+    def event_for(owner: Portal, key: str) -> Event:
+        return Event.objects.create(
+            portal=owner, event="ONCRMDEALADD", object_key=f"deal:{key}", ts=timezone.now(),
+            idempotency_key=key, shard=0, payload={"event": "ONCRMDEALADD"},
+        )  # fmt: skip
+
+    event_for(portal, "a")
+    event_for(other, "b")
     assert portal_uninstall(portal=portal, clean=True, event_ts=timezone.now())
     assert Portal.objects.filter(pk=portal.pk, state=Portal.State.UNINSTALLED).exists()
-    for relation in related:
-        assert not relation.related_model._default_manager.filter(**{relation.field.name: portal}).exists()
+    assert not Event.objects.filter(portal=portal).exists()
+    assert Event.objects.filter(portal=other).count() == 1  # another portal's data is untouched
+
+
+def test_plain_uninstall_keeps_the_data():
+    from events.models import Event
+
+    portal = make_portal()
+    Event.objects.create(
+        portal=portal, event="ONCRMDEALADD", object_key="deal:1", ts=timezone.now(),
+        idempotency_key="k", shard=0, payload={},
+    )  # fmt: skip
+    assert portal_uninstall(portal=portal, clean=False, event_ts=timezone.now())
+    assert Event.objects.filter(portal=portal).count() == 1
 
 
 def test_application_token_update_and_constant_time_match():
