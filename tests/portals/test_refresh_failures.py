@@ -103,3 +103,16 @@ def test_payment_return_after_the_access_token_expired(install_portal, portals_s
     grants = sandbox_grants(portals_sandbox, portal.member_id)
     assert portal_payment_changed(portal=portal).state == Portal.State.ACTIVE
     assert sandbox_grants(portals_sandbox, portal.member_id) == grants + 1
+
+
+def test_app_removed_without_an_uninstall_event_fails_fast(install_portal, portals_sandbox):
+    portal = install_portal(1)
+    stale = expire_access_token(portal)
+    portals_sandbox.control("app/uninstall", member_id=portal.member_id)  # the event never reached us
+    with pytest.raises(Bitrix24InvalidGrant):
+        PortalCredentials(portal.pk).refresh(stale)
+    assert Portal.objects.get(pk=portal.pk).state == Portal.State.REAUTH_REQUIRED
+    grants = portals_sandbox.counters()
+    with pytest.raises(Bitrix24InvalidGrant):
+        PortalCredentials(portal.pk).access_token()
+    assert portals_sandbox.counters()["token_grants"] == grants["token_grants"]

@@ -33,3 +33,17 @@ def test_sweep_selects_by_policy(settings):
     assert plan.keepalive == [dormant.pk]
     for portal in (due_fresh, later_work, idle_expired, young, dead):
         assert portal.pk not in plan.warm + plan.keepalive
+
+
+def test_work_schedule_keeps_the_earliest_due_time():
+    from portals.models import Portal
+    from portals.services.work import portal_work_done, portal_work_schedule
+
+    now = timezone.now()
+    portal = make_portal()
+    portal_work_schedule(portal_id=portal.pk, due_at=now + timedelta(hours=2))
+    portal_work_schedule(portal_id=portal.pk, due_at=now + timedelta(hours=1))
+    portal_work_schedule(portal_id=portal.pk, due_at=now + timedelta(hours=3))
+    assert Portal.objects.get(pk=portal.pk).work_due_at == now + timedelta(hours=1)
+    portal_work_done(portal_id=portal.pk)
+    assert Portal.objects.get(pk=portal.pk).work_due_at is None
