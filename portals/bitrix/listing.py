@@ -129,7 +129,9 @@ class Lister:
             return {"method": self.method, "mode": "keyset", "parts": []}
         low, high = a.row_id(lo_rows[0]) - 1, a.row_id(hi_rows[0]) if hi_rows else a.row_id(lo_rows[-1])
         span = max(1, high - low)
-        count = min(self.parallel, max(1, span // (PAGE * MAX_COMMANDS)))
+        # Twice as many parts as requests in flight (the client's slots cap those): while the
+        # client parses one part's 2,500 rows, another part's chain already keeps the server busy.
+        count = min(2 * self.parallel, max(1, span // (PAGE * MAX_COMMANDS)))
         bounds = [low + (span * i) // count for i in range(count + 1)]
         parts: list[dict[str, Any]] = [
             {"after": bounds[i], "upto": bounds[i + 1], "done": False} for i in range(count)
