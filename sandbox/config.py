@@ -49,7 +49,7 @@ class Config:
     # Where /oauth/authorize/ sends the code ("taken from the app settings" in Bitrix24).
     redirect_uri: str = ""
     client_id: str = ""
-    client_secret: str = ""
+    client_secret: str = field(default="", repr=False)
     # OAuth lifetimes (seconds). Refresh: current docs say 180 days, real tokens decode to 30.
     access_lifetime: float = 3600.0
     refresh_lifetime: float = 30 * DAY

@@ -83,13 +83,13 @@ async def _grant(request: Request, sandbox: Sandbox, params: dict[str, Any]) -> 
             raise _oauth_error("invalid_grant", "Invalid refresh token")
         if old.client_id != client_id:
             raise _oauth_error("wrong_client", "Wrong client", 200)
+        portal = sandbox.by_member[old.member_id]
+        app = _installed_app(portal, client_id)
         if old.refresh_used:
             sandbox.counters.refresh_reuse[old.member_id] += 1
             raise _oauth_error("invalid_grant", "Refresh token has already been used")
         if now >= old.refresh_expires:
             raise _oauth_error("invalid_grant", "Refresh token has expired")
-        portal = sandbox.by_member[old.member_id]
-        app = _installed_app(portal, client_id)
         old.refresh_used = True
         old.access_valid = False
         issued = sandbox.token_issue(portal, app, old.user_id, grant="refresh_token")

@@ -111,10 +111,12 @@ def authenticate(
         )
         raise RestError(code, description, 401)
     token = sandbox.tokens.get(value)
-    if token is None or token.member_id != portal.member_id or not token.access_valid:
+    if token is None or token.member_id != portal.member_id:
         raise RestError("invalid_token", "Unable to get application by token", 401)
     app = portal.apps.get(token.client_id)
     if app is None or not app.present:
+        raise RestError("NOT_INSTALLED", "Application not installed", 401)
+    if not token.access_valid:
         raise RestError("invalid_token", "Unable to get application by token", 401)
     if now >= token.expires:
         raise RestError("expired_token", "The access token provided has expired", 401)

@@ -14,7 +14,7 @@ import hashlib
 import random
 import secrets
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sandbox.clock import Clock
@@ -49,7 +49,7 @@ def new_client_id(prefix: str) -> str:
 
 @dataclass
 class AuthCode:
-    code: str
+    code: str = field(repr=False)
     member_id: str
     client_id: str
     user_id: int

@@ -38,13 +38,13 @@ class AppInstall:
     """
 
     client_id: str
-    client_secret: str
+    client_secret: str = field(repr=False)
     status: str = "F"
     present: bool = True
     installed: bool = True
     payment_expired: bool = False
     days: int | None = None
-    application_token: str = field(default_factory=lambda: secrets.token_hex(16))
+    application_token: str = field(default_factory=lambda: secrets.token_hex(16), repr=False)
     scope: list[str] = field(default_factory=list)
     version: int = 1
     code: str = "sandbox.app"
@@ -62,8 +62,8 @@ class AppInstall:
 class Token:
     """An OAuth token pair as the OAuth server remembers it."""
 
-    access_token: str
-    refresh_token: str
+    access_token: str = field(repr=False)
+    refresh_token: str = field(repr=False)
     member_id: str
     client_id: str
     user_id: int
@@ -80,7 +80,7 @@ class Webhook:
     """An inbound webhook: ``/rest/<user_id>/<secret>/<method>`` with ``scope``."""
 
     user_id: int
-    secret: str
+    secret: str = field(repr=False)
     scope: list[str]
     expires: float | None = None
 
@@ -191,15 +191,16 @@ class Portal:
     admin_user_id: int = 1
     deleted: bool = False
     renamed_from: list[str] = field(default_factory=list)
-    users: dict[int, Row] = field(default_factory=dict)
-    departments: dict[int, Row] = field(default_factory=dict)
-    tables: dict[str, EntityTable] = field(default_factory=dict)
-    statuses: EntityTable = field(default_factory=EntityTable)
-    currencies: dict[str, Row] = field(default_factory=dict)
+    users: dict[int, Row] = field(default_factory=dict, repr=False)
+    departments: dict[int, Row] = field(default_factory=dict, repr=False)
+    tables: dict[str, EntityTable] = field(default_factory=dict, repr=False)
+    statuses: EntityTable = field(default_factory=EntityTable, repr=False)
+    currencies: dict[str, Row] = field(default_factory=dict, repr=False)
     apps: dict[str, AppInstall] = field(default_factory=dict)
-    webhooks: dict[tuple[int, str], Webhook] = field(default_factory=dict)
+    # Keyed by (user_id, secret): kept out of repr so a logged portal never shows a secret.
+    webhooks: dict[tuple[int, str], Webhook] = field(default_factory=dict, repr=False)
     # Free-form per-portal data owned by extensions (event queues, placements...).
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def client_endpoint(self) -> str:

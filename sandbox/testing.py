@@ -45,8 +45,18 @@ class SandboxServer:
     def start(self) -> SandboxServer:
         self.directory = Path(tempfile.mkdtemp(prefix="sandbox-"))
         state_file = self.directory / "state.json"
-        argv = [sys.executable, "-m", "sandbox", "--port", "0", "--http-port", "0", "--quiet",
-                "--state-file", str(state_file)]
+        argv = [
+            sys.executable,
+            "-m",
+            "sandbox",
+            "--port",
+            "0",
+            "--http-port",
+            "0",
+            "--quiet",
+            "--state-file",
+            str(state_file),
+        ]
         for key, value in self.options.items():
             flag = "--" + key.replace("_", "-")
             if value is True:
@@ -97,8 +107,9 @@ class SandboxServer:
     def __enter__(self) -> SandboxServer:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     # --- helpers ------------------------------------------------------------------------------
@@ -131,7 +142,8 @@ class SandboxServer:
 
     def env(self) -> dict[str, str]:
         """Environment variables that make common HTTP clients trust the sandbox's CA."""
-        return {"REQUESTS_CA_BUNDLE": self.ca_bundle, "SSL_CERT_FILE": self.ca_bundle,
-                "BITRIX24_CA_BUNDLE": self.ca_bundle}
-
-
+        return {
+            "REQUESTS_CA_BUNDLE": self.ca_bundle,
+            "SSL_CERT_FILE": self.ca_bundle,
+            "BITRIX24_CA_BUNDLE": self.ca_bundle,
+        }

@@ -206,12 +206,17 @@ def test_unpaid_app_gets_payment_required(sandbox):
 def test_uninstalled_app_cannot_refresh_or_call(sandbox):
     pair = issue(sandbox)
     sandbox.control("app/uninstall", member_id=member(sandbox))
-    assert refresh(sandbox, pair["refresh_token"]).json()["error"] == "invalid_grant"
-    assert app_call(sandbox, "profile", pair["access_token"]).json()["error"] == "invalid_token"
+    assert refresh(sandbox, pair["refresh_token"]).json()["error"] == "invalid_client"
+    gone = app_call(sandbox, "profile", pair["access_token"])
+    assert gone.status_code == 401 and gone.json()["error"] == "NOT_INSTALLED"
     refused = requests.post(
         sandbox.state["control_url"] + "oauth/issue", json={"member_id": member(sandbox)}, timeout=10
     )
     assert refused.status_code == 409
+    # Reinstalling does not revive the old pair.
+    sandbox.control("app/install", member_id=member(sandbox))
+    assert app_call(sandbox, "profile", pair["access_token"]).json()["error"] == "invalid_token"
+    assert refresh(sandbox, pair["refresh_token"]).json()["error"] == "invalid_grant"
 
 
 def test_server_endpoint_app_info_reports_license_of_the_plan(sandbox):
