@@ -178,3 +178,38 @@ def test_sweep_recovers_events_whose_wake_up_was_lost(make_portal, recorder, wor
     assert rec.calls == []
     assert events_sweep() == [Event.objects.get(pk=event_id).shard]
     assert rec.wait_for(1) == [("ONCRMCONTACTUPDATE", "13", now)]
+
+
+def test_late_uninstall_never_undoes_a_newer_install(client, make_portal, worker):
+    from django.utils import timezone
+
+    from portals.models import Portal
+
+    now = int(time.time())
+    payload = load_payload("onappuninstall__keep_data", ts=now - 120)
+    portal = make_portal(payload, installed_at=timezone.now() - timezone.timedelta(seconds=30))
+    event_id = post(client, payload)["id"]
+    assert wait_status(event_id, "done").status == "done"
+    portal.refresh_from_db()
+    assert portal.state == Portal.State.ACTIVE and portal.application_token
+    # An uninstall newer than the install is applied.
+    newer = load_payload("onappuninstall__keep_data", ts=now)
+    assert wait_status(post(client, newer)["id"], "done").status == "done"
+    portal.refresh_from_db()
+    assert portal.state == Portal.State.UNINSTALLED and portal.application_token == ""
+
+
+def test_clean_uninstall_also_deletes_the_portals_event_history(client, make_portal, recorder, worker):
+    from portals.models import Portal
+
+    recorder("ONCRMCONTACTUPDATE")
+    now = int(time.time())
+    portal = make_portal(contact("1", now))
+    assert wait_status(post(client, contact("1", now))["id"], "done").status == "done"
+    post(client, load_payload("onappuninstall__clean"))
+    deadline = time.monotonic() + 20
+    while Portal.objects.get(pk=portal.pk).state != Portal.State.UNINSTALLED and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert Portal.objects.get(pk=portal.pk).state == Portal.State.UNINSTALLED
+    # "Delete app data" was ticked: the portal's rows, its events included, are gone.
+    assert not Event.objects.filter(portal_id=portal.pk).exists()

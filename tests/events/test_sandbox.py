@@ -12,7 +12,13 @@ import pytest
 import requests
 
 from events.models import Event
-from events.services.binding import Binding, app_events_desired, app_events_reconcile, events_handler_url
+from events.services.binding import (
+    Binding,
+    app_events_bind,
+    app_events_desired,
+    app_events_reconcile,
+    events_handler_url,
+)
 from portals.models import Portal
 from portals.services.client import client_for_portal
 
@@ -146,6 +152,24 @@ def test_uninstall_event_marks_the_portal_uninstalled(app):
     sandbox.control("lifecycle/deliveries/wait", timeout=20)
     assert _deliveries(sandbox, "ONAPPUNINSTALL")[0]["status"] == 200
     wait_for(lambda: Portal.objects.filter(pk=portal.pk, state="uninstalled").exists())
+
+
+def test_payment_end_moves_the_portal_to_payment_required(app):
+    sandbox, portal = app
+    sandbox.control("lifecycle/payment", portal=1, expired=True)
+    sandbox.control("lifecycle/deliveries/wait", timeout=20)
+    assert _deliveries(sandbox, "ONAPPPAYMENT")[0]["status"] == 200
+    wait_for(lambda: Portal.objects.filter(pk=portal.pk, state="payment_required").exists())
+    sandbox.control("lifecycle/payment", portal=1, expired=False)
+    sandbox.control("lifecycle/deliveries/wait", timeout=20)
+    wait_for(lambda: Portal.objects.filter(pk=portal.pk, state="active").exists())
+
+
+def test_binding_again_is_idempotent(app):
+    sandbox, portal = app
+    report = app_events_bind(portal_id=portal.pk)
+    assert report.bound == []  # ERROR_HANDLER_ALREADY_EXIST for each: nothing new, no error
+    assert set(report.present) == app_events_desired(portal=portal)
 
 
 def test_reconciliation_repairs_bindings(app):
