@@ -62,8 +62,8 @@ class SandboxApp:
         host = _header(scope, b"host")
         try:
             if host in sandbox.renamed:
-                portal = sandbox.renamed[host]
-                new_host = portal.domain if scope["scheme"] == "https" else portal.http_domain
+                moved = sandbox.renamed[host]
+                new_host = moved.domain if scope["scheme"] == "https" else moved.http_domain
                 query = scope.get("query_string", b"").decode("latin-1")
                 location = f"{scope['scheme']}://{new_host}{scope['path']}" + (f"?{query}" if query else "")
                 await RedirectResponse(location, status_code=302)(scope, receive, send)

@@ -61,7 +61,7 @@ class SandboxProtocol(H11Protocol):
         if self.loopback_only:
             local = transport.get_extra_info("sockname")
             if not local or not ipaddress.ip_address(local[0]).is_loopback:
-                transport.abort()
+                transport.close()
                 return
         sock = transport.get_extra_info("socket")
         if sock is not None:
