@@ -83,3 +83,23 @@ def test_shared_address_mode_tells_portals_apart():
         assert titles == {1: "p1", 2: "p2", 3: "p3"}
         counters = sandbox.counters()["requests"]["by_portal"]
         assert sorted(counters.values()) == [2, 2, 2]
+
+
+def test_enterprise_plan_from_the_command_line():
+    with SandboxServer(portals=1, deals=3, plan="enterprise", cost_scale=0) as sandbox:
+        portal = sandbox.portal(1)
+        assert portal["plan"] == "enterprise"
+        pair = sandbox.control("oauth/issue", member_id=portal["member_id"])
+        info = requests.get(
+            portal["client_endpoint"] + "app.info",
+            params={"auth": pair["access_token"]},
+            verify=sandbox.ca_bundle,
+        ).json()["result"]
+        assert info["LICENSE_FAMILY"] == "ent" and info["LICENSE_TYPE"] == "ent250"
+        # 250-request bucket: 60 quick requests all pass where a standard portal would refuse some.
+        session = requests.Session()
+        codes = [
+            session.get(portal["webhook_url"] + "server.time", verify=sandbox.ca_bundle).status_code
+            for _ in range(60)
+        ]
+        assert codes == [200] * 60
