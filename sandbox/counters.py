@@ -25,6 +25,7 @@ class Counters:
         self.writes: defaultdict[str, Counter[str]] = defaultdict(Counter)
         self.calls: defaultdict[str, Counter[str]] = defaultdict(Counter)
         self.dropped: Counter[str] = Counter()
+        self.oauth_answers: Counter[str] = Counter()
 
     def request(self, member_id: str) -> None:
         self.requests_total += 1
@@ -63,4 +64,5 @@ class Counters:
             "max_in_flight": dict(self.max_in_flight),
             "batch": {"requests": self.batches, "sub_calls": self.batch_sub_calls},
             "dropped": dict(self.dropped),
+            "oauth": {"by_code": dict(self.oauth_answers)},
         }

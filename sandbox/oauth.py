@@ -44,15 +44,20 @@ def find_app(sandbox: Sandbox, client_id: str, client_secret: str | None) -> lis
 async def token(request: Request) -> Response:
     sandbox = sandbox_of(request)
     now = sandbox.clock.time()
+    counted = sandbox.counters.oauth_answers
     if sandbox.faults.active("oauth", "oauth_down", now):
+        counted["SERVICE_UNAVAILABLE"] += 1
         return HTMLResponse("<html><body><h1>503 Service Temporarily Unavailable</h1></body></html>", 503)
     try:
         params = await read_params(request)
         body = await _grant(request, sandbox, params)
     except RestError as error:
+        counted[error.code] += 1
         return error_response(error)
     except DropConnection:
+        counted["DROPPED"] += 1
         raise
+    counted["OK"] += 1
     return json_response(body)
 
 

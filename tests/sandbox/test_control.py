@@ -60,6 +60,7 @@ def test_counters_have_the_documented_shape(sandbox):
         "max_in_flight",
         "batch",
         "dropped",
+        "oauth",
     }
     mid = member(sandbox)
     assert counters["requests"] == {"total": 3, "by_portal": {mid: 3}}

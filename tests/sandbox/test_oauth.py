@@ -140,6 +140,7 @@ def test_refresh_rotates_the_pair_and_a_used_refresh_token_is_invalid_grant(sand
     counters = sandbox.counters()
     assert counters["refresh_token_reuse"]["by_portal"][member(sandbox)] == 1
     assert counters["token_grants"][member(sandbox)] == {"issue": 1, "refresh_token": 1}
+    assert counters["oauth"]["by_code"] == {"OK": 1, "invalid_grant": 1}
 
 
 def test_access_token_expires_after_its_lifetime(sandbox):
