@@ -29,3 +29,46 @@ def token_keys_valid(app_configs, **kwargs):
                 checks.Error(f"BITRIX24_TOKEN_KEYS[{index}] is not a Fernet key.", id="portals.E002")
             )
     return errors
+
+
+@checks.register(checks.Tags.security)
+def oauth_servers_valid(app_configs, **kwargs):
+    """The allow-list decides where client_secret and refresh tokens may go: it must be sound."""
+    from urllib.parse import urlsplit
+
+    servers = settings.BITRIX24_OAUTH_SERVERS
+    if not servers:
+        return [
+            checks.Error(
+                "BITRIX24_OAUTH_SERVERS is empty: no install can be verified.",
+                hint="https://oauth.bitrix.info/ (and https://oauth.bitrix24.tech/ for the east region).",
+                id="portals.E003",
+            )
+        ]
+    errors = []
+    for server in servers:
+        parts = urlsplit(server)
+        if parts.scheme != "https" and not (parts.scheme == "http" and settings.BITRIX24_ALLOW_HTTP):
+            errors.append(checks.Error(f"OAuth server {server!r} must use https.", id="portals.E004"))
+        elif not parts.netloc or parts.path not in ("", "/") or parts.query:
+            errors.append(
+                checks.Error(f"OAuth server {server!r} must be a bare https://host/ URL.", id="portals.E005")
+            )
+    return errors
+
+
+@checks.register(checks.Tags.security, deploy=True)
+def production_registration(app_configs, **kwargs):
+    problems = []
+    if not settings.BITRIX24_CLIENT_ID or not settings.BITRIX24_CLIENT_SECRET:
+        problems.append(
+            checks.Error(
+                "BITRIX24_CLIENT_ID / BITRIX24_CLIENT_SECRET not set: marketplace portals cannot refresh.",
+                id="portals.E006",
+            )
+        )
+    if settings.BITRIX24_ALLOW_HTTP:
+        problems.append(
+            checks.Warning("BITRIX24_ALLOW_HTTP is on: plain-http endpoints are accepted.", id="portals.W001")
+        )
+    return problems
