@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import requests
 import urllib3
@@ -224,9 +224,12 @@ class OAuthServer:
 
     def authorization_url(self, *, portal_domain: str, state: str | None = None, https: bool = True) -> str:
         """The portal's /oauth/authorize/ URL for this app; the redirect URI is the app's setting."""
-        scheme = "https" if https else "http"
-        session = OAuth2Session(self.config.client_id, state=state or secrets.token_urlsafe(24))
-        url, _state = session.authorization_url(f"{scheme}://{portal_domain}/{AUTHORIZE_PATH}")
+        state = state or secrets.token_urlsafe(24)
+        if not https:  # development portals only (BITRIX24_ALLOW_HTTP); oauthlib refuses http
+            query = urlencode({"response_type": "code", "client_id": self.config.client_id, "state": state})
+            return f"http://{portal_domain}/{AUTHORIZE_PATH}?{query}"
+        session = OAuth2Session(self.config.client_id, state=state)
+        url, _state = session.authorization_url(f"https://{portal_domain}/{AUTHORIZE_PATH}")
         return str(url)
 
     def exchange_code(self, code: str) -> TokenGrant:
