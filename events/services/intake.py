@@ -20,7 +20,13 @@ from django.db import connection, transaction
 from events import registry
 from events.models import Event
 from events.services.tokens import PortalEntry, portal_tokens
-from portals.bitrix.events import EventPayload, check_event_age, parse_event_body
+from portals.bitrix.events import (
+    EventPayload,
+    check_event_age,
+    event_credentials,
+    parse_event_fields,
+    split_form,
+)
 from portals.bitrix.exceptions import Bitrix24Error, InvalidApplicationToken
 from portals.models import Portal
 
@@ -47,13 +53,15 @@ def event_receive(*, body: bytes, now: datetime) -> Received:
     InvalidEventPayload (400), UnknownPortal / InvalidApplicationToken / StaleEvent (403). Nothing
     is stored unless the event is authentic.
     """
-    payload = parse_event_body(body)
+    fields = split_form(body)
+    member_id, application_token = event_credentials(fields)
     try:
-        entry = portal_tokens.verify(member_id=payload.member_id, application_token=payload.application_token)
+        entry = portal_tokens.verify(member_id=member_id, application_token=application_token)
     except InvalidApplicationToken:
-        if payload.event != "ONAPPUPDATE" or not payload.secrets.get("access_token"):
+        if str(fields.get("event", "")).upper() != "ONAPPUPDATE" or not fields.get("auth[access_token]"):
             raise
-        entry = _verify_app_update(payload)
+        entry = _verify_app_update(parse_event_fields(fields))
+    payload = parse_event_fields(fields)
     check_event_age(payload, now=now, window=timedelta(seconds=settings.BITRIX24_EVENT_MAX_SKEW_SECONDS))
     assert entry.portal_id is not None  # verify() raised otherwise
     log_extra = {"event": payload.event, "member_id": payload.member_id}

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qsl
 
 from qs_codec import DecodeOptions, decode
 
@@ -32,7 +33,10 @@ __all__ = [
     "EventTooLarge",
     "StaleEvent",
     "check_event_age",
+    "event_credentials",
     "parse_event_body",
+    "parse_event_fields",
+    "split_form",
     "parse_offline_record",
     "token_digest",
     "verify_application_token",
@@ -54,8 +58,9 @@ _ACTION_SUFFIX = re.compile(r"(ADD|UPDATE|DELETE|SET|CHANGE|RESTORE|MOVE)$")
 
 # Depth: nested custom fields (data[FIELDS_AFTER][UF_CRM_1][0][VALUE]) go deeper than qs's 5.
 # Parameter limit: a bound on work per request, raised rather than silently truncated.
+_MAX_FIELDS = 2000
 _DECODE_OPTIONS = DecodeOptions(
-    depth=20, list_limit=1000, parameter_limit=2000, raise_on_limit_exceeded=True, strict_merge=False
+    depth=20, list_limit=1000, parameter_limit=_MAX_FIELDS, raise_on_limit_exceeded=True, strict_merge=False
 )
 
 
@@ -177,6 +182,61 @@ def payload_from_json(stored: Mapping[str, Any], *, secrets: Mapping[str, str] |
     )
 
 
+def split_form(body: bytes) -> dict[str, Any]:
+    """The flat fields of a form body, bracket keys not yet nested (``{"auth[member_id]": ...}``).
+
+    The standard library's parser does the percent-decoding (fast, strict about UTF-8, bounded in
+    field count); a key sent more than once keeps all its values as a list, as qs-codec expects.
+    Raises :class:`InvalidEventPayload`.
+    """
+    if not body.strip():
+        raise InvalidEventPayload("empty body")
+    try:
+        text = body.decode("utf-8")
+        pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=_MAX_FIELDS, errors="strict")
+    except UnicodeDecodeError:
+        raise InvalidEventPayload("body is not UTF-8") from None
+    except ValueError:
+        raise InvalidEventPayload(f"malformed form body: more than {_MAX_FIELDS} fields") from None
+    fields: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in fields:
+            previous = fields[key]
+            fields[key] = [*previous, value] if isinstance(previous, list) else [previous, value]
+        else:
+            fields[key] = value
+    return fields
+
+
+def event_credentials(fields: Mapping[str, Any], *, require_ts: bool = True) -> tuple[str, str]:
+    """``(member_id, application_token)`` from the flat fields, checked before anything is nested.
+
+    Verification needs only these two values, so a forged event is refused without paying for the
+    full parse. Raises :class:`InvalidEventPayload` when ``event``, ``ts`` or either value is
+    missing or malformed.
+    """
+    event = fields.get("event")
+    if not isinstance(event, str) or not _EVENT_NAME.match(event.upper()):
+        raise InvalidEventPayload("missing or malformed 'event'")
+    member_id = fields.get("auth[member_id]")
+    if not isinstance(member_id, str) or not _MEMBER_ID.match(member_id):
+        raise InvalidEventPayload("missing or malformed 'auth[member_id]'")
+    token = fields.get("auth[application_token]")
+    if not isinstance(token, str) or not token:
+        raise InvalidEventPayload("missing 'auth[application_token]'")
+    _parse_ts(fields.get("ts"), required=require_ts)
+    return member_id, token
+
+
+def parse_event_fields(fields: Mapping[str, Any], *, require_ts: bool = True) -> EventPayload:
+    """Nest the flat fields PHP-style with qs-codec and build the :class:`EventPayload`."""
+    try:
+        parsed = decode(dict(fields), _DECODE_OPTIONS)
+    except (ValueError, IndexError, TypeError) as e:
+        raise InvalidEventPayload(f"malformed form body: {type(e).__name__}") from None
+    return _payload_from_mapping(parsed, require_ts=require_ts)
+
+
 def parse_event_body(body: bytes, *, require_ts: bool = True) -> EventPayload:
     """Parse a form-encoded event POST.
 
@@ -184,17 +244,9 @@ def parse_event_body(body: bytes, *, require_ts: bool = True) -> EventPayload:
     the body is not UTF-8 form data, or lacks ``event``, ``auth[member_id]``,
     ``auth[application_token]`` or (with ``require_ts``) a numeric ``ts``.
     """
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InvalidEventPayload("body is not UTF-8") from None
-    if not text.strip():
-        raise InvalidEventPayload("empty body")
-    try:
-        parsed = decode(text, _DECODE_OPTIONS)
-    except (ValueError, IndexError, TypeError) as e:
-        raise InvalidEventPayload(f"malformed form body: {type(e).__name__}") from None
-    return _payload_from_mapping(parsed, require_ts=require_ts)
+    fields = split_form(body)
+    event_credentials(fields, require_ts=require_ts)
+    return parse_event_fields(fields, require_ts=require_ts)
 
 
 def _payload_from_mapping(parsed: Mapping[str, Any], *, require_ts: bool) -> EventPayload:

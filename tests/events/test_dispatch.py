@@ -90,8 +90,11 @@ def test_events_of_one_object_are_processed_in_ts_order(client, make_portal, rec
 
 
 def test_failing_event_is_retried_with_backoff_and_blocks_its_object(
-    client, make_portal, recorder, worker, fast_retries
+    client, make_portal, recorder, worker, fast_retries, settings
 ):
+    # Retries slow enough that the other object's event, queued at the same moment, is surely first.
+    settings.BITRIX24_EVENT_RETRY_BASE_SECONDS = 0.6
+    settings.BITRIX24_EVENT_RETRY_MAX_SECONDS = 1.2
     rec = recorder("ONCRMCONTACTUPDATE")
     now = int(time.time())
     make_portal(contact("7", now))
