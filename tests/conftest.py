@@ -12,6 +12,7 @@ pytest_plugins = [
     "tests.fixtures.client",
     "tests.fixtures.portals",
     "tests.fixtures.events",
+    "tests.fixtures.e2e",
 ]
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.http import HttpResponse
 
 from ..models import Portal
@@ -18,7 +19,22 @@ def portal_origin(portal: Portal) -> str:
     return f"{parts.scheme or 'https'}://{portal.domain}"
 
 
+def frame_ancestors(portal: Portal) -> list[str]:
+    """The CSP sources allowed to frame the app for ``portal``: its own origin only.
+
+    With BITRIX24_ALLOW_HTTP (development and the sandbox, never production) also plain http on any
+    port of the portal's host: the sandbox shows its portal page on an http listener beside the
+    https one, because browsers don't trust its self-signed CA.
+    """
+    sources = [portal_origin(portal)]
+    if settings.BITRIX24_ALLOW_HTTP:
+        host = urlsplit(f"//{portal.domain}").hostname
+        if host:
+            sources.append(f"http://[{host}]:*" if ":" in host else f"http://{host}:*")
+    return sources
+
+
 def framed_by(response: HttpResponse, portal: Portal) -> HttpResponse:
     """Allow ``portal`` (and only it) to frame ``response``; pair with @xframe_options_exempt."""
-    response["Content-Security-Policy"] = f"frame-ancestors 'self' {portal_origin(portal)}"
+    response["Content-Security-Policy"] = "frame-ancestors 'self' " + " ".join(frame_ancestors(portal))
     return response
