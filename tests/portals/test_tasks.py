@@ -30,9 +30,14 @@ def test_sweep_refreshes_only_due_portals(install_portal, portals_sandbox, setti
     idle = install_portal(3)
     # Each install queues the events binding on the worker, whose calls may refresh on demand:
     # let it finish before the portals are aged.
-    for index in (1, 2, 3):
+    from events.services.binding import app_events_desired
+
+    for index, portal in ((1, dormant), (2, warm), (3, idle)):
         path = f"lifecycle/registrations?portal={index}"
-        wait_until(lambda path=path: portals_sandbox.control_get(path)["handlers"])
+        wanted = len(app_events_desired(portal=portal))
+        wait_until(
+            lambda path=path, wanted=wanted: len(portals_sandbox.control_get(path)["handlers"]) >= wanted
+        )
     Portal.objects.filter(pk=dormant.pk).update(refresh_token_issued_at=now - timedelta(days=25))
     Portal.objects.filter(pk=warm.pk).update(
         work_due_at=now + timedelta(minutes=3), expires_at=now + timedelta(minutes=1)
