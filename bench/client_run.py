@@ -262,9 +262,11 @@ def update(bench: Bench, n: int) -> None:
 
 
 def _process_worker(
-    kind: str, url: str, member: str, ca: str, redis_url: str, lo: int, hi: int, out: Any
+    kind: str, url: str, member: str, ca: str, redis_url: str, lo: int, hi: int, out: Any, go: Any
 ) -> None:
     client = make_client(url, member, ca, redis_url)
+    out.put("ready")
+    go.wait()  # all processes start together: interpreter start-up is not part of the figure
     started = time.monotonic()
     if kind == "read":
         done = sum(
@@ -286,6 +288,7 @@ def processes(bench: Bench, kind: str, count: int, per_process: int) -> None:
     url, member = bench.fresh(deals=total)
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
+    go = ctx.Event()
     workers = [
         ctx.Process(
             target=_process_worker,
@@ -298,12 +301,16 @@ def processes(bench: Bench, kind: str, count: int, per_process: int) -> None:
                 i * per_process,
                 (i + 1) * per_process,
                 out,
+                go,
             ),
         )
         for i in range(count)
     ]
     for w in workers:
         w.start()
+    for _ in workers:
+        assert out.get(timeout=120) == "ready"
+    go.set()
     results = [out.get(timeout=900) for _ in workers]
     for w in workers:
         w.join(timeout=30)

@@ -323,13 +323,21 @@ class Bitrix24Client:
             )
             envelope = response.result if isinstance(response.result, dict) else {}
             parsed = parse_batch(envelope, [(k, m) for k, m, _ in pending])
+            # Sub-calls run in order and ``operating`` is cumulative, so the last report of each
+            # method supersedes the earlier ones: one ledger write per method, not per sub-call.
+            latest: dict[str, dict[str, Any]] = {}
+            spent: dict[str, float] = {}
             for r in parsed:
                 if r.time:
-                    self.ledger.record(self.bucket_key, self._credential_id, r.method, r.time)
-                    self.metrics.operating(self.bucket_key, r.method, float(r.time.get("duration") or 0.0))
+                    method = r.method.lower()
+                    latest[method] = r.time
+                    spent[method] = spent.get(method, 0.0) + float(r.time.get("duration") or 0.0)
                 if r.error is not None:
                     self.metrics.error(self.bucket_key, r.error.code or type(r.error).__name__)
                 results[r.key] = r
+            for method, time_info in latest.items():
+                self.ledger.record(self.bucket_key, self._credential_id, method, time_info)
+                self.metrics.operating(self.bucket_key, method, spent[method])
             limited = {r.key for r in parsed if isinstance(r.error, Bitrix24RateLimited)}
             if not limited or halt:
                 return results
