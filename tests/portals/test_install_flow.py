@@ -124,3 +124,17 @@ def test_local_app_installs_and_refreshes_with_its_own_secret(portals_sandbox):
     before = sandbox_grants(portals_sandbox, portal.member_id)
     PortalCredentials(portal.pk).refresh(stale)
     assert sandbox_grants(portals_sandbox, portal.member_id) == before + 1
+
+
+@pytest.mark.parametrize("lifetime", [1800, 3600])
+def test_token_lifetime_comes_from_the_response(install_portal, portals_sandbox, lifetime):
+    portals_sandbox.control("config", access_lifetime=lifetime)
+    try:
+        portal = install_portal(1)
+        stale = expire_access_token(portal)
+        PortalCredentials(portal.pk).refresh(stale)
+        refreshed = Portal.objects.get(pk=portal.pk)
+        remaining = (refreshed.expires_at - timezone.now()).total_seconds()
+        assert lifetime - 60 < remaining <= lifetime
+    finally:
+        portals_sandbox.control("config", access_lifetime=3600)
