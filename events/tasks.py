@@ -8,8 +8,8 @@ from events.services import binding, dispatch, offline
 
 
 @shared_task(name="events.tasks.events_drain", ignore_result=True)
-def events_drain(shard: int) -> None:
-    dispatch.events_drain_shard(shard=shard)
+def events_drain(shard: int, scheduled: bool = False) -> None:
+    dispatch.events_drain_shard(shard=shard, scheduled=scheduled)
 
 
 @shared_task(name="events.tasks.events_sweep", ignore_result=True)

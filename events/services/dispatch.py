@@ -90,13 +90,22 @@ class DrainReport:
         return self.done + self.retried + self.failed + self.ignored
 
 
-def events_drain_shard(*, shard: int, time_budget: float = 20.0) -> DrainReport | None:
+def _retry_key(shard: int) -> str:
+    return f"{settings.REDIS_KEY_PREFIX}events:retry:{shard}"
+
+
+def events_drain_shard(
+    *, shard: int, time_budget: float = 20.0, scheduled: bool = False
+) -> DrainReport | None:
     """Dispatch the due events of one shard until none is left or ``time_budget`` seconds passed.
 
     Returns None when another worker is draining the shard (it will see our events too). When the
     budget runs out with work left, the shard is woken again rather than hogging this worker.
     """
     report = DrainReport()
+    if scheduled and settings.REDIS_URL:
+        # This is the delayed drain of a retry: from now on a new one may be scheduled.
+        _redis_for(settings.REDIS_URL).delete(_retry_key(shard))
     with _shard_lock(shard) as acquired:
         if not acquired:
             return None
@@ -129,9 +138,17 @@ def _schedule_next_retry(shard: int) -> None:
         .values_list("available_at", flat=True)
         .first()
     )
-    if first is not None:
-        delay = max((first - timezone.now()).total_seconds(), 0.0)
-        events_drain.apply_async(args=[shard], countdown=delay + 0.05)
+    if first is None:
+        return
+    delay = max((first - timezone.now()).total_seconds(), 0.0) + 0.05
+    if settings.REDIS_URL:
+        # One delayed drain per shard at a time: every drain run ends here, and retries pending
+        # behind a later one are picked up by that drain or by the sweep.
+        # The key outlives the countdown so a lost task still frees it (the sweep does the work).
+        ttl = int(delay * 1000) + 60_000
+        if not _redis_for(settings.REDIS_URL).set(_retry_key(shard), "1", nx=True, px=ttl):
+            return
+    events_drain.apply_async(args=[shard], kwargs={"scheduled": True}, countdown=delay)
 
 
 def _blocked_objects(*, shard: int, now: datetime) -> dict[tuple[int, str], tuple[datetime, int]]:
