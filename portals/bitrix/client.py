@@ -56,7 +56,8 @@ logger = logging.getLogger("portals.bitrix.client")
 _READ_VERBS = frozenset(
     {"get", "list", "fields", "info", "search", "current", "count", "types", "tail", "scope"}
 )
-_READ_METHODS = frozenset({"methods", "scope", "app.info", "profile", "server.time", "user.current", "batch"})
+# "batch" is deliberately absent: a batch is a read only when all its commands are (batch() decides).
+_READ_METHODS = frozenset({"methods", "scope", "app.info", "profile", "server.time", "user.current"})
 
 
 def is_read(method: str) -> bool:
@@ -121,6 +122,8 @@ class Bitrix24Client:
         self.concurrency = max(1, concurrency)
         self._slots = threading.BoundedSemaphore(self.concurrency)
         self._sleep = sleep
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
         self._credential_id = credential_id(credentials)
 
     @property
@@ -285,10 +288,8 @@ class Bitrix24Client:
         done: BatchResult = BatchResult()
         linked = any(references(p) for _, _, p in items)
         if len(chunks) > 1 and parallel and not halt and not linked:
-            workers = min(self.concurrency, len(chunks))
-            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="b24-batch") as pool:
-                for part in pool.map(lambda c: self._run_chunk(c, {}, halt=False), chunks):
-                    done.update(part)
+            for part in self._executor().map(lambda c: self._run_chunk(c, {}, halt=False), chunks):
+                done.update(part)
         else:
             stopped = False
             for chunk in chunks:
@@ -303,6 +304,20 @@ class Bitrix24Client:
         for key, _, _ in items:
             ordered[key] = done[key]
         return ordered
+
+    def _executor(self) -> ThreadPoolExecutor:
+        # One pool per client, kept: its threads keep their HTTP sessions (and TLS connections).
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="b24-batch")
+            return self._pool
+
+    def close(self) -> None:
+        """Stop the client's worker threads (idle ones; running chunks finish first)."""
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
 
     def _run_chunk(
         self,
