@@ -7,6 +7,7 @@ ones Bitrix24 ships with an English-language account.
 
 from __future__ import annotations
 
+import functools
 import random
 import time
 from collections.abc import Callable
@@ -134,9 +135,17 @@ EPOCH = 1_704_067_200  # 2024-01-01T00:00:00Z: generated rows are spread over th
 
 def bitrix_datetime(ts: float) -> str:
     """Bitrix24's ISO-8601 date with an explicit offset (the sandbox's portals run on UTC+03:00)."""
-    # time.strftime over gmtime is several times faster than datetime, which matters when
-    # thousands of portals are seeded at start and on every reset.
-    return time.strftime("%Y-%m-%dT%H:%M:%S+03:00", time.gmtime(int(ts) + 10800))
+    # Generated rows format millions of dates: the calendar part is cached per day and the
+    # clock part is plain arithmetic, several times faster than datetime or strftime.
+    local = int(ts) + 10800
+    day, seconds = divmod(local, 86400)
+    hours, rest = divmod(seconds, 3600)
+    return f"{_day(day)}T{hours:02d}:{rest // 60:02d}:{rest % 60:02d}+03:00"
+
+
+@functools.lru_cache(maxsize=8192)
+def _day(day: int) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(day * 86400))
 
 
 def _mix(seed: int, row_id: int, salt: int) -> int:

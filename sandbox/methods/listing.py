@@ -189,6 +189,10 @@ def _id_bounds(conditions: list[tuple[str, str, Any]]) -> tuple[int, int | None]
     return lo, hi
 
 
+def _only_id(select: Any) -> bool:
+    return bool(select) and {str(f).upper() for f in _values(select)} == {"ID"}
+
+
 def list_table(
     call: Call, table: EntityTable, standard: Iterable[str], *, select_key: str = "select"
 ) -> ListPage:
@@ -207,6 +211,15 @@ def list_table(
         lo, hi = bounds
         ids: Iterator[int] = table.ids(lo, hi, descending=order[0][1])
         page_ids = list(islice(ids, offset, offset + PAGE))
+        if _only_id(select):
+            # Keyset traversals select only ID: don't build 50 generated rows to throw them away.
+            result = [{"ID": str(i)} for i in page_ids]
+            call.charge(cost.per_row * len(result) + cost.per_offset_row * offset)
+            total = table.count_ids(lo, hi) if start != -1 else 0
+            if start != -1:
+                call.charge(cost.per_count_row * total)
+            has_next = start != -1 and offset + PAGE < total
+            return ListPage(rows=result, total=total, next=offset + PAGE if has_next else None)
         rows = [r for r in (table.get(i) for i in page_ids) if r is not None]
         total = table.count_ids(lo, hi) if start != -1 else 0
     else:
