@@ -174,3 +174,9 @@ def test_import_runs_one_call_per_line_and_reports_failures(cli_env, sandbox, tm
     client = client_for_webhook(url=cli_env.webhook_url)
     assert client.call("crm.deal.get", {"id": 77})["TITLE"] == "imported 77"
     assert sandbox.counters()["writes"][cli_env.member_id]["crm.deal.update"] == 121  # 120 + the missing id
+
+
+def test_call_with_a_stored_portal(install_portal, redis_client) -> None:
+    portal = install_portal(1)
+    out, _ = run("call", "crm.deal.get", "id=5", "--portal", portal.member_id)
+    assert json.loads(out)["ID"] == "5"
