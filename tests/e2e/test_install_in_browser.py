@@ -1,4 +1,4 @@
-"""A person installs the app from the sandbox portal page, in a real browser."""
+"""A person installs (and uninstalls) the app from the sandbox portal page, in a real browser."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
+from events.models import Event
 from portals.models import Portal
 from portals.services.client import client_for_portal
 from tests.fixtures.e2e import SCREENSHOTS, WAIT, wait_for
@@ -56,3 +57,32 @@ def test_a_person_installs_the_app_from_the_portal_page(browser, e2e_app):
     assert portal.domain == e2e_app.domain()
     info = client_for_portal(member_id=member_id).call("app.info")
     assert info["INSTALLED"] is True
+
+
+def test_a_person_uninstalls_the_app_with_its_data(browser, e2e_app, installed_portal):
+    e2e_app.sandbox.control("lifecycle/crm", portal=1, action="deal-update", id=1)
+    wait_for(lambda: Event.objects.filter(portal=installed_portal, event="ONCRMDEALUPDATE").exists())
+
+    browser.get(e2e_app.portal_page())
+    form = browser.find_element(By.CSS_SELECTOR, "form[action$='/portal/actions/uninstall']")
+    form.find_element(By.NAME, "clean").click()  # "delete app settings and data (CLEAN)"
+    form.find_element(By.TAG_NAME, "button").click()
+    flash = WebDriverWait(browser, WAIT).until(ec.visibility_of_element_located((By.CLASS_NAME, "flash")))
+    assert flash.text == "Uninstalled; ONAPPUNINSTALL queued for 1 handler(s)."
+    # The portal page offers the install again and no longer opens the app.
+    assert browser.find_elements(By.XPATH, "//button[normalize-space()='Install the app']")
+    assert not browser.find_elements(By.XPATH, "//button[normalize-space()='Open the app']")
+
+    e2e_app.deliveries_settled()
+    (uninstall,) = e2e_app.deliveries("ONAPPUNINSTALL")
+    assert uninstall["url"] == f"{e2e_app.url}/bitrix/events/" and uninstall["status"] == 200
+    portal = wait_for(
+        lambda: Portal.objects.filter(pk=installed_portal.pk, state=Portal.State.UNINSTALLED).first(),
+        what="the portal marked uninstalled",
+    )
+    assert portal.access_token == portal.refresh_token == portal.application_token == ""
+    assert "with its data" in portal.state_reason
+    wait_for(
+        lambda: not Event.objects.filter(portal=portal, event="ONCRMDEALUPDATE").exists(),
+        what="the portal's data deleted",
+    )
