@@ -208,6 +208,38 @@ def _run_generator(port: int, connections: int, bodies: list[bytes], tag: str) -
     return json.loads(out.stdout)
 
 
+def _descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it (gunicorn's workers, celery's pool)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(children.get(current, []))
+    return found
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process tree: what the work cost, whatever else runs."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for each in _descendants(pid):
+        try:
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
 def _wait_ready(port: int, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -258,11 +290,19 @@ def main() -> None:
         )  # fmt: skip
         _wait_ready(port)
         _run_generator(port, 8, _bodies(pairs, 200, forged=True), "warmup")  # warm-up: imports, connections
-        accepted = _run_generator(
-            port, args.connections, _bodies(pairs, args.events, forged=False), "accepted"
-        )
-        forged = _run_generator(port, args.connections, _bodies(pairs, args.forged, forged=True), "forged")
+        web, worker = procs[0].pid, procs[1].pid
+        bodies = _bodies(pairs, args.events, forged=False)
+        before = (_cpu_seconds(web), _cpu_seconds(worker))
+        accepted = _run_generator(port, args.connections, bodies, "accepted")
         check = _after_run(args, accepted)
+        accepted["web_cpu_ms"] = (_cpu_seconds(web) - before[0]) / args.events * 1000
+        accepted["worker_cpu_ms"] = (_cpu_seconds(worker) - before[1]) / args.events * 1000
+        forged_bodies = _bodies(pairs, args.forged, forged=True)
+        before = (_cpu_seconds(web), _cpu_seconds(worker))
+        forged = _run_generator(port, args.connections, forged_bodies, "forged")
+        forged["web_cpu_ms"] = (_cpu_seconds(web) - before[0]) / args.forged * 1000
+        forged["worker_cpu_ms"] = (_cpu_seconds(worker) - before[1]) / args.forged * 1000
+        load = os.getloadavg()[0]
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
@@ -271,7 +311,7 @@ def main() -> None:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
-    _print_table(args, accepted, forged, check)
+    _print_table(args, accepted, forged, check, load)
 
 
 def _after_run(args: argparse.Namespace, accepted: dict[str, Any]) -> dict[str, Any]:
@@ -299,17 +339,19 @@ def _after_run(args: argparse.Namespace, accepted: dict[str, Any]) -> dict[str, 
 
 
 def _print_table(
-    args: argparse.Namespace, accepted: dict[str, Any], forged: dict[str, Any], check: dict
+    args: argparse.Namespace, accepted: dict[str, Any], forged: dict[str, Any], check: dict, load: float
 ) -> None:
     cores = os.cpu_count()
     print(f"\nEvent receiver load test: {args.events} events over {args.portals} portals, "
           f"{args.connections} connections, gunicorn {args.web_workers}x{args.web_threads}, "
-          f"celery x{args.celery_concurrency}, {cores} cores\n")  # fmt: skip
-    print("| path     | requests | events/s | p50 ms | p99 ms | statuses |")
-    print("|----------|---------:|---------:|-------:|-------:|----------|")
+          f"celery x{args.celery_concurrency}, {cores} cores, "
+          f"load average {load:.1f} at the end\n")  # fmt: skip
+    header = "| path | requests | events/s | p50 ms | p99 ms | web CPU ms/ev | worker CPU ms/ev | statuses |"
+    print(header)
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
     for name, r in (("accepted", accepted), ("forged", forged)):
-        print(f"| {name:<8} | {r['sent']:>8} | {r['rate']:>8.0f} | {r['p50_ms']:>6.1f} | {r['p99_ms']:>6.1f} "
-              f"| {r['statuses']} |")  # fmt: skip
+        print(f"| {name} | {r['sent']} | {r['rate']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} "
+              f"| {r['web_cpu_ms']:.2f} | {r['worker_cpu_ms']:.2f} | {r['statuses']} |")  # fmt: skip
     ok = (
         check["sent"]
         == check["accepted_200"]

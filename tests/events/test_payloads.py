@@ -126,3 +126,17 @@ def test_any_nested_form_round_trips_through_the_parser(data):
         "auth": {"member_id": "m1", "application_token": "t"},
     }
     assert parse_event_body(encode(payload).encode()).data == data
+
+
+def test_auth_shortcut_gives_the_same_nesting_as_qs_codec():
+    from qs_codec import decode
+
+    from portals.bitrix.events import _DECODE_OPTIONS, parse_event_fields, split_form
+
+    for name in ("oncrmdealupdate__basic", "ontaskupdate__nested", "onappupdate__basic"):
+        body = form_body(load_payload(name, ts=1736405807))
+        reference = decode(body.decode(), _DECODE_OPTIONS)
+        payload = parse_event_fields(split_form(body))
+        assert payload.data == reference.get("data", {})
+        secrets = {k: v for k, v in reference["auth"].items() if k in payload.secrets}
+        assert {**payload.auth, **payload.secrets} == {**reference["auth"], **secrets}

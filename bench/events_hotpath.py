@@ -1,0 +1,120 @@
+"""CPU cost of one event through Django's full request path, in process (no HTTP server).
+
+Complements bench/events_load.py on a busy machine: CPU time per request (time.process_time)
+barely depends on what else runs, while throughput does. Runs the WSGI handler (every middleware,
+the real view, PostgreSQL INSERT + durable commit, the Redis wake-up) for accepted and forged
+events and prints CPU and wall time per request and the implied ceiling on 2 cores.
+
+    .venv/bin/python bench/events_hotpath.py [--requests 2000]
+
+Uses DATABASE_URL (default: the b24_events_bench database) and REDIS_URL (default db 4).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import secrets
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--requests", type=int, default=2000)
+    args = parser.parse_args()
+    from cryptography.fernet import Fernet
+
+    os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/b24_events_bench")
+    os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/4")
+    os.environ.setdefault("REDIS_KEY_PREFIX", "events-bench:")
+    os.environ.setdefault("CELERY_QUEUE", "events-bench-hotpath")  # no worker: tasks just queue
+    os.environ.update(
+        DJANGO_SETTINGS_MODULE="bitrix_app.settings",
+        DJANGO_SECRET_KEY=secrets.token_urlsafe(32),
+        DJANGO_ALLOWED_HOSTS="127.0.0.1",
+        LOG_LEVEL="ERROR",
+        BITRIX24_TOKEN_KEYS=Fernet.generate_key().decode(),
+        BITRIX24_EVENT_HANDLER_MODULES="bench.events_recorder",
+    )
+    import subprocess
+
+    from bench.events_load import _ensure_database
+
+    _ensure_database(os.environ["DATABASE_URL"])
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, check=True)
+    import django
+
+    django.setup()
+    from django.core.handlers.wsgi import WSGIHandler
+    from qs_codec import encode
+
+    from events.models import Event
+    from portals.models import Portal
+
+    member_id, token = secrets.token_hex(16), secrets.token_hex(16)
+    portal = Portal.objects.create(
+        member_id=member_id,
+        domain="hotpath.bench.test",
+        client_endpoint="https://hotpath.bench.test/rest/",
+        server_endpoint="https://oauth.bitrix.info/rest/",
+        application_token=token,
+    )
+    ts = str(int(time.time()))
+
+    def body(i: int, application_token: str) -> bytes:
+        auth = {
+            "access_token": "a" * 32, "expires": ts, "expires_in": "3600", "scope": "crm",
+            "domain": "hotpath.bench.test", "server_endpoint": "https://oauth.bitrix.info/rest/",
+            "status": "F", "client_endpoint": "https://hotpath.bench.test/rest/", "member_id": member_id,
+            "user_id": "1", "application_token": application_token,
+        }  # fmt: skip
+        return encode(
+            {"event": "ONCRMCONTACTUPDATE", "event_handler_id": "17", "data": {"FIELDS": {"ID": str(i)}},
+             "ts": ts, "auth": auth}
+        ).encode()  # fmt: skip
+
+    handler = WSGIHandler()
+    statuses: list[str] = []
+
+    def run(bodies: list[bytes]) -> tuple[float, float]:
+        cpu, wall = time.process_time(), time.perf_counter()
+        for raw in bodies:
+            environ = {
+                "REQUEST_METHOD": "POST", "PATH_INFO": "/bitrix/events/", "SERVER_NAME": "127.0.0.1",
+                "SERVER_PORT": "80", "HTTP_HOST": "127.0.0.1", "wsgi.input": io.BytesIO(raw),
+                "CONTENT_LENGTH": str(len(raw)), "CONTENT_TYPE": "application/x-www-form-urlencoded",
+                "wsgi.url_scheme": "http", "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": "127.0.0.1",
+            }  # fmt: skip
+            b"".join(handler(environ, lambda status, headers: statuses.append(status)))
+        n = len(bodies)
+        return (time.process_time() - cpu) / n * 1000, (time.perf_counter() - wall) / n * 1000
+
+    try:
+        run([body(i, token) for i in range(100)])  # warm-up
+        accepted = run([body(1000 + i, token) for i in range(args.requests)])
+        assert statuses[-1].startswith("200"), statuses[-1]
+        forged = run([body(i, "f" * 32) for i in range(args.requests)])
+        assert statuses[-1].startswith("403"), statuses[-1]
+        stored = Event.objects.filter(portal=portal).count()
+    finally:
+        Event.objects.filter(portal=portal).delete()
+        portal.delete()
+    load = os.getloadavg()[0]
+    print(f"\nOne process, {args.requests} requests per path, load average {load:.1f}; "
+          f"stored {stored} (= {args.requests + 100} accepted)\n")  # fmt: skip
+    print("| path | CPU ms/request | wall ms/request | CPU ceiling on 2 cores (req/s) |")
+    print("|---|---:|---:|---:|")
+    for name, (cpu, wall) in (("accepted", accepted), ("forged", forged)):
+        print(f"| {name} | {cpu:.3f} | {wall:.3f} | {2000 / cpu:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
