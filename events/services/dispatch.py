@@ -17,6 +17,7 @@ import functools
 import json
 import logging
 import random
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -49,13 +50,28 @@ def _wake_key(shard: int) -> str:
     return f"{settings.REDIS_KEY_PREFIX}events:wake:{shard}"
 
 
-def events_wake(*, shard: int) -> None:
-    """Make sure a drainer for ``shard`` is queued (one for many events)."""
+# A process that saw a shard's wake flag set (or set it) less than _WAKE_MEMO_SECONDS ago skips the
+# Redis round trip: a drainer is queued or running. That is safe because a drainer, after clearing
+# the flag, waits 2 × _WAKE_MEMO_SECONDS before its last look: an event committed within the memo
+# window after the flag was seen is committed before that last look, which therefore finds it.
+_WAKE_MEMO_SECONDS = 0.05
+_wake_seen: dict[int, float] = {}
+
+
+def events_wake(*, shard: int, force: bool = False) -> None:
+    """Make sure a drainer for ``shard`` is queued (one for many events).
+
+    ``force`` skips the in-process memo (a drainer handing over to the next one).
+    """
     from events.tasks import events_drain
 
     if not settings.REDIS_URL:  # single-process mode: tasks run inline
         events_drain.delay(shard)
         return
+    seen = time.monotonic()
+    if not force and seen - _wake_seen.get(shard, -1.0) < _WAKE_MEMO_SECONDS:
+        return
+    _wake_seen[shard] = seen  # taken before the SET: the flag existed at least from this moment
     if _redis_for(settings.REDIS_URL).set(_wake_key(shard), "1", nx=True, ex=_WAKE_FLAG_SECONDS):
         events_drain.delay(shard)
 
@@ -115,12 +131,14 @@ def events_drain_shard(
             if batch:
                 if (timezone.now() - started).total_seconds() > time_budget:
                     _wake_flag_clear(shard)
-                    events_wake(shard=shard)
+                    events_wake(shard=shard, force=True)
                     break
                 continue
             _wake_flag_clear(shard)
-            # Anything committed before the flag was cleared is visible now; anything after it set
-            # the flag again and queued a drainer of its own.
+            # Anything committed before the flag was cleared, or within the web processes' memo
+            # window after they last saw it, is visible after this pause; anything later set the
+            # flag again and queued a drainer of its own.
+            time.sleep(2 * _WAKE_MEMO_SECONDS)
             if not Event.objects.due(timezone.now()).filter(shard=shard).exists():
                 break
     _schedule_next_retry(shard)
@@ -295,7 +313,7 @@ def events_replay(
         status=Event.Status.PENDING, attempts=0, available_at=timezone.now(), processed_at=None
     )
     for shard in shards:
-        transaction.on_commit(functools.partial(events_wake, shard=shard))
+        transaction.on_commit(functools.partial(events_wake, shard=shard, force=True))
     logger.info("events.replay", extra={"count": count})
     return count
 
@@ -304,7 +322,7 @@ def events_sweep() -> list[int]:
     """Wake every shard that has due events (a safety net for lost wake-ups). Returns the shards."""
     shards = sorted(set(Event.objects.due(timezone.now()).values_list("shard", flat=True).distinct()))
     for shard in shards:
-        events_wake(shard=shard)
+        events_wake(shard=shard, force=True)
     return shards
 
 
