@@ -61,7 +61,7 @@ class SandboxServer:
             flag = "--" + key.replace("_", "-")
             if value is True:
                 argv.append(flag)
-            elif value not in (False, None):
+            elif value is not False and value is not None:  # 0 is a value (``cost_scale=0``)
                 argv += [flag, str(value)]
         self._log = open(self.directory / "sandbox.log", "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(  # noqa: S603 - our own module, fixed argv
