@@ -196,11 +196,19 @@ class Listeners:
                     await server.wait_closed()
 
 
-def raise_fd_limit() -> None:
-    """Thousands of portals need thousands of sockets: take the hard limit."""
+def raise_fd_limit(config: Config) -> None:
+    """Thousands of portals need thousands of sockets: take the hard limit, and refuse to start
+    (pointing at --shared-address) when per-portal sockets could not fit under it."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    # Two listeners per address, plus room for client connections and the state/CA files.
+    needed = 2 * (config.portals + 1) + 1024
+    if not config.shared_address and hard != resource.RLIM_INFINITY and needed > hard:
+        raise SystemExit(
+            f"{config.portals} portals need about {needed} open files with a socket pair per portal, "
+            f"but the limit is {hard}: use --shared-address"
+        )
 
 
 def build_parser(prog: str = "python -m sandbox") -> argparse.ArgumentParser:
@@ -322,7 +330,7 @@ async def serve(config: Config, *, out: Any = sys.stdout, quiet: bool = False) -
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    raise_fd_limit()
+    raise_fd_limit(config)
     import sandbox.methods  # noqa: F401 - registers the built-in methods
 
     extensions.load_extensions()

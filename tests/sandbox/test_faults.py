@@ -131,3 +131,19 @@ def test_faults_are_listed_and_cleared(sandbox):
     assert hook_call(sandbox, "profile").status_code == 200
     with pytest.raises(Exception, match="400"):
         _fault(sandbox, kind="no_such_fault")
+
+
+def test_oauth_server_comes_back_after_the_time_span(sandbox):
+    pair = issue(sandbox)
+    sandbox.control("faults", scope="oauth", kind="oauth_down", mode="refuse", seconds=0.5)
+    with pytest.raises(requests.exceptions.ConnectionError):
+        refresh(sandbox, pair["refresh_token"])
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            answer = refresh(sandbox, pair["refresh_token"])
+            break
+        except requests.exceptions.ConnectionError:
+            assert time.monotonic() < deadline, "OAuth server did not reopen"
+            time.sleep(0.1)
+    assert answer.status_code == 200
