@@ -144,11 +144,13 @@ def event_store(*, portal_id: int, payload: EventPayload, now: datetime) -> int 
         now,
         now,
     ]
-    connection.ensure_connection()
     # A psycopg cursor with server-side binding and a prepared statement: Django's cursor binds
     # client-side, quoting every parameter in Python, which is a third of this INSERT's CPU time.
     # The statement runs on Django's connection, so it joins any transaction the caller opened.
-    with psycopg.Cursor(connection.connection) as cursor:
+    # Django's cursor() is still asked first: it runs the connection health check (reconnecting
+    # after a database restart), and wrap_database_errors marks a failed connection for closing.
+    connection.cursor().close()
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
         cursor.execute(_INSERT_SQL, params, prepare=True)
         row = cursor.fetchone()
     if row is None:

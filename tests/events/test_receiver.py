@@ -265,3 +265,33 @@ def test_uninstalled_portal_events_are_acknowledged_but_not_stored(client, make_
     # ... while a lifecycle event is still stored (ordered against installed_at by its handler).
     uninstall = load_payload("onappuninstall__keep_data")
     assert post(client, form_body(uninstall)).json()["result"] == "accepted"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_receiver_recovers_from_a_dropped_database_connection(make_portal, settings):
+    import psycopg
+    from django.db import connection
+    from django.test import Client
+
+    client = Client(raise_request_exception=False)
+    payload = load_payload("oncrmdealupdate__basic")
+    make_portal(payload)
+    assert post(client, form_body(payload)).status_code == 200
+    # The server side of the persistent connection goes away (a database restart, a killed backend).
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (pid,) = cursor.fetchone()
+    db = settings.DATABASES["default"]
+    with psycopg.connect(
+        f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}", autocommit=True
+    ) as c:
+        c.execute("SELECT pg_terminate_backend(%s)", [pid])
+    again = form_body(load_payload("oncrmdealupdate__basic", data={"FIELDS": {"ID": "9"}}))
+    # The request that meets the dead connection fails (a 500: the database is unavailable, not the
+    # input) and marks it unusable, so the end of the request closes it, as Django does in
+    # production (the test client disables that signal: do it by hand)...
+    assert post(client, again).status_code == 500
+    connection.close_if_unusable_or_obsolete()
+    # ... and the next request reconnects.
+    assert post(client, again).status_code == 200
+    assert Event.objects.count() == 2
