@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import json
 import logging
+import time
 import zlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -60,7 +61,9 @@ def event_receive(*, body: bytes, now: datetime) -> Received:
     except InvalidApplicationToken:
         if str(fields.get("event", "")).upper() != "ONAPPUPDATE" or not fields.get("auth[access_token]"):
             raise
-        entry = _verify_app_update(parse_event_fields(fields))
+        update = parse_event_fields(fields)
+        check_event_age(update, now=now, window=timedelta(seconds=settings.BITRIX24_EVENT_MAX_SKEW_SECONDS))
+        entry = _verify_app_update(update)
     payload = parse_event_fields(fields)
     check_event_age(payload, now=now, window=timedelta(seconds=settings.BITRIX24_EVENT_MAX_SKEW_SECONDS))
     assert entry.portal_id is not None  # verify() raised otherwise
@@ -78,6 +81,10 @@ def event_receive(*, body: bytes, now: datetime) -> Received:
     return Received(Outcome.ACCEPTED, event_id)
 
 
+_APP_UPDATE_TRY_SECONDS = 2.0
+_app_update_tries: dict[str, float] = {}
+
+
 def _verify_app_update(payload: EventPayload) -> PortalEntry:
     """ONAPPUPDATE brings a new application_token, so the stored one can't vouch for it.
 
@@ -91,6 +98,14 @@ def _verify_app_update(payload: EventPayload) -> PortalEntry:
 
     portal = Portal.objects.filter(member_id=payload.member_id).first()
     if portal is None or portal.state == Portal.State.UNINSTALLED:
+        raise InvalidApplicationToken("application_token mismatch")
+    # Each try costs a call to the OAuth server: forged ONAPPUPDATEs must not turn into a flood.
+    now = time.monotonic()
+    if now - _app_update_tries.get(portal.member_id, -_APP_UPDATE_TRY_SECONDS) < _APP_UPDATE_TRY_SECONDS:
+        raise InvalidApplicationToken("application_token mismatch")
+    _app_update_tries[portal.member_id] = now
+    # A captured update sent again would bring back a token a later update replaced.
+    if Event.objects.filter(portal=portal, idempotency_key=payload.idempotency_key()).exists():
         raise InvalidApplicationToken("application_token mismatch")
     try:
         info = portal_oauth_server(portal=portal).app_info(payload.secrets["access_token"])

@@ -295,3 +295,15 @@ def test_receiver_recovers_from_a_dropped_database_connection(make_portal, setti
     # ... and the next request reconnects.
     assert post(client, again).status_code == 200
     assert Event.objects.count() == 2
+
+
+def test_app_update_with_a_foreign_token_is_refused_without_network(client, make_portal, settings):
+    # The portal's OAuth server is not allow-listed: app.info can't be asked, so nothing is trusted.
+    settings.BITRIX24_OAUTH_SERVERS = ["https://oauth.example.test/"]
+    payload = load_payload("onappupdate__basic")
+    make_portal(payload)
+    forged = load_payload("onappupdate__basic", auth={"application_token": "new-but-unproven"})
+    response = post(client, form_body(forged))
+    assert response.status_code == 403
+    assert Event.objects.count() == 0
+    assert Portal.objects.get().application_token == payload["auth"]["application_token"]
