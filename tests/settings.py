@@ -24,3 +24,5 @@ STORAGES = {  # noqa: F405
     **STORAGES,  # noqa: F405
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+# Tests serve no collected static files (whitenoise would warn that var/static is missing).
+STATIC_ROOT = None
