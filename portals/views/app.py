@@ -19,14 +19,15 @@ from .framing import framed_by
 logger = logging.getLogger(__name__)
 
 
-def _open(request: HttpRequest) -> tuple[Frame, FrameSession | None, HttpResponse | None]:
-    frame = Frame.parse(query=request.GET, form=request.POST)
+def _open(request: HttpRequest) -> tuple[Frame, FrameSession] | HttpResponse:
+    """The parsed and authenticated frame POST, or the refusal page to answer with."""
     try:
+        frame = Frame.parse(query=request.GET, form=request.POST)
         session = portal_frame_authenticate(frame=frame)
     except Bitrix24InboundError as e:
         logger.warning("portal.frame_refused", extra={"reason": str(e)})
-        return frame, None, render(request, "portals/refused.html", {"reason": "frame"}, status=e.http_status)
-    return frame, session, None
+        return render(request, "portals/refused.html", {"reason": "frame"}, status=e.http_status)
+    return frame, session
 
 
 def _render(
@@ -50,19 +51,20 @@ def _render(
 @xframe_options_exempt
 @require_POST
 def app_page(request: HttpRequest) -> HttpResponse:
-    frame, session, refused = _open(request)
-    if refused is not None or session is None:
-        return refused or HttpResponse(status=403)
-    return _render(request, "portals/app.html", frame, session)
+    opened = _open(request)
+    if isinstance(opened, HttpResponse):
+        return opened
+    return _render(request, "portals/app.html", *opened)
 
 
 @csrf_exempt
 @xframe_options_exempt
 @require_POST
 def placement(request: HttpRequest, name: str) -> HttpResponse:
-    frame, session, refused = _open(request)
-    if refused is not None or session is None:
-        return refused or HttpResponse(status=403)
+    opened = _open(request)
+    if isinstance(opened, HttpResponse):
+        return opened
+    frame, session = opened
     return _render(
         request,
         "portals/placement.html",

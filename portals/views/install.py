@@ -27,8 +27,8 @@ def install(request: HttpRequest) -> HttpResponse:
     """Frame POST → verified install → a page that calls installFinish. ONAPPINSTALL → 200 "OK"."""
     if request.POST.get("event", "").upper() == "ONAPPINSTALL":
         return _install_event(request)
-    frame = Frame.parse(query=request.GET, form=request.POST)
     try:
+        frame = Frame.parse(query=request.GET, form=request.POST)
         portal = portal_install(claim=frame.claim)
     except InvalidInstallRequest as e:
         logger.warning("portal.install_refused", extra={"source": "frame", "reason": str(e)})
