@@ -58,7 +58,7 @@ def test_sub_calls_refused_for_operating_time_are_resent(make_client, sandbox, s
     client = make_client(sleep=sleep)
     # A tiny limit over a 2-second window: the first sub-call spends it, the second is refused
     # until the window moves on.
-    sandbox.control("config", operating_limit=0.001, operating_window=2.0)
+    sandbox.control("config", operating_limit=0.001, operating_window=2.0, cost={"scale": 1.0})
     try:
         result = client.batch([("crm.deal.get", {"id": 1}), ("crm.deal.get", {"id": 2})])
     finally:
