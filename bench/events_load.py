@@ -6,7 +6,7 @@ accepted events/s, p50/p99 latency of accepted and of forged events, and the aft
 stored = sent = dispatched exactly once.
 
     .venv/bin/python bench/events_load.py [--events 20000] [--portals 200] [--connections 32]
-        [--web-workers 3] [--web-threads 1] [--forged 5000]
+        [--web-workers 3] [--web-threads 4] [--forged 5000]
 
 Uses DATABASE_URL (default: the b24_events_bench database, created if missing) and REDIS_URL
 (default db 4, key prefix events-bench:, queue events-bench).
@@ -260,7 +260,7 @@ def main() -> None:
     parser.add_argument("--portals", type=int, default=200)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--web-workers", type=int, default=3)
-    parser.add_argument("--web-threads", type=int, default=1)
+    parser.add_argument("--web-threads", type=int, default=4)
     parser.add_argument("--celery-concurrency", type=int, default=2)
     parser.add_argument("--drain-timeout", type=float, default=120.0)
     args = parser.parse_args()
