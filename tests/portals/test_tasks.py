@@ -59,3 +59,25 @@ def test_sweep_refreshes_only_due_portals(install_portal, portals_sandbox, setti
     assert after[dormant.member_id] - before[dormant.member_id] == 1
     assert after[warm.member_id] - before[warm.member_id] == 1
     assert after[idle.member_id] == before[idle.member_id]
+
+
+def test_sixteen_queued_refreshes_make_one_grant(
+    install_portal, portals_sandbox, celery_worker, redis_client, settings
+):
+    from events.services.binding import app_events_desired
+    from portals.tasks import WARM, portal_tokens_refresh_task
+    from tests.fixtures.portals import expire_access_token
+
+    portal = install_portal(1)
+    wanted = len(app_events_desired(portal=portal))
+    registrations = "lifecycle/registrations?portal=1"
+    wait_until(lambda: len(portals_sandbox.control_get(registrations)["handlers"]) >= wanted)
+    stale = expire_access_token(portal)
+    before = sandbox_grants(portals_sandbox, portal.member_id)
+    for _ in range(16):
+        portal_tokens_refresh_task.delay(portal.pk, WARM)
+    queue = f"{settings.REDIS_KEY_PREFIX}{settings.CELERY_TASK_DEFAULT_QUEUE}"
+    wait_until(lambda: Portal.objects.get(pk=portal.pk).access_token != stale)
+    wait_until(lambda: redis_client.llen(queue) == 0)  # every task taken by the worker
+    time.sleep(1.0)  # and finished: each of the others finds the fresh pair under the lock and stops
+    assert sandbox_grants(portals_sandbox, portal.member_id) - before == 1
