@@ -66,23 +66,49 @@ class OperatingLedger:
     def get(self, bucket_key: str, credential_id: str, method: str) -> Entry:
         method = method.lower()
         if self.redis is not None:
-            raw = self.redis.hget(self._hash(bucket_key, credential_id), method)
-            return Entry(**json.loads(raw)) if raw else Entry()
+            raw, blocked = self.redis.hmget(
+                self._hash(bucket_key, credential_id), method, f"{method}|blocked"
+            )
+            entry = Entry(**json.loads(raw)) if raw else Entry()
+            entry.blocked_until = float(blocked) if blocked else 0.0
+            return entry
         with self._lock:
-            entry = self._local.get((bucket_key, credential_id, method))
-            return Entry(**entry.__dict__) if entry else Entry()
+            stored = self._local.get((bucket_key, credential_id, method))
+            return Entry(**stored.__dict__) if stored else Entry()
 
-    def _put(self, bucket_key: str, credential_id: str, method: str, entry: Entry) -> None:
+    # A report and a block are separate fields, so recording a report (every answer) is one
+    # write without a read, and never clears a block another process set.
+
+    def _put_report(self, bucket_key: str, credential_id: str, method: str, entry: Entry) -> None:
         method = method.lower()
+        report = {"operating": entry.operating, "reset_at": entry.reset_at, "seen_at": entry.seen_at}
         if self.redis is not None:
             key = self._hash(bucket_key, credential_id)
             pipe = self.redis.pipeline(transaction=False)
-            pipe.hset(key, method, json.dumps(entry.__dict__))
+            pipe.hset(key, method, json.dumps(report))
             pipe.expire(key, 900)  # the window is 10 minutes; older reports say nothing
             pipe.execute()
         else:
             with self._lock:
-                self._local[(bucket_key, credential_id, method)] = entry
+                current = self._local.setdefault((bucket_key, credential_id, method), Entry())
+                current.operating, current.reset_at, current.seen_at = (
+                    entry.operating,
+                    entry.reset_at,
+                    entry.seen_at,
+                )
+
+    def _put_block(self, bucket_key: str, credential_id: str, method: str, until: float) -> None:
+        method = method.lower()
+        if self.redis is not None:
+            key = self._hash(bucket_key, credential_id)
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hset(key, f"{method}|blocked", repr(until))
+            pipe.expire(key, 900)
+            pipe.execute()
+        else:
+            with self._lock:
+                current = self._local.setdefault((bucket_key, credential_id, method), Entry())
+                current.blocked_until = max(current.blocked_until, until)
 
     # -- the contract ---------------------------------------------------------------------------
 
@@ -101,12 +127,8 @@ class OperatingLedger:
             # The portal's clock may differ from ours: keep the reset as a distance from the
             # portal's "now" (the answer's finish), re-based on our clock.
             reset_at = now + (reset_at - float(finish))
-        entry = self.get(bucket_key, credential_id, method)
-        entry.operating = operating
-        if reset_at:
-            entry.reset_at = reset_at + RESET_SLACK
-        entry.seen_at = now
-        self._put(bucket_key, credential_id, method, entry)
+        entry = Entry(operating=operating, reset_at=reset_at + RESET_SLACK if reset_at else 0.0, seen_at=now)
+        self._put_report(bucket_key, credential_id, method, entry)
 
     def blocked(self, bucket_key: str, credential_id: str, method: str) -> float:
         """Bitrix24 answered OPERATION_TIME_LIMIT: block the method until the known reset (or a while).
@@ -116,10 +138,9 @@ class OperatingLedger:
         now = self.clock()
         entry = self.get(bucket_key, credential_id, method)
         until = entry.reset_at if entry.reset_at > now else now + DEFAULT_BLOCK_SECONDS
-        entry.blocked_until = max(entry.blocked_until, until)
-        entry.operating = max(entry.operating, self.limit)
-        self._put(bucket_key, credential_id, method, entry)
-        return entry.blocked_until - now
+        until = max(entry.blocked_until, until)
+        self._put_block(bucket_key, credential_id, method, until)
+        return until - now
 
     def delay(self, bucket_key: str, credential_id: str, method: str) -> float:
         """Seconds to wait before calling ``method``: 0 unless it is within headroom of its limit."""

@@ -76,3 +76,11 @@ def test_answers_without_operating_are_ignored(ledger_pair) -> None:
     writer.record("m1", "app", "user.get", {"start": 1.0, "finish": 2.0})
     writer.record("m1", "app", "user.get", {"operating": "garbage"})
     assert reader.get("m1", "app", "user.get").operating == 0
+
+
+def test_a_later_report_does_not_lift_a_block(ledger_pair) -> None:
+    writer, reader, clock = ledger_pair
+    waited = writer.blocked("m1", "app", "crm.deal.list")
+    # Another process's answer for the same method arrives while the block stands.
+    reader.record("m1", "app", "crm.deal.list", {"operating": 10.0, "operating_reset_at": clock.now + 5})
+    assert writer.delay("m1", "app", "crm.deal.list") == pytest.approx(waited)
