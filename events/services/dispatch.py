@@ -193,7 +193,7 @@ def _drain_batch(*, shard: int, now: datetime, report: DrainReport) -> int:
         rows = list(
             Event.objects.due(now)
             .filter(shard=shard)
-            .exclude(id__in=skipped)
+            .exclude(id__in=[*skipped, *(row.pk for row in due)])
             .order_by("ts", "id")[: settings.BITRIX24_EVENT_BATCH_SIZE]
         )
         if not rows:

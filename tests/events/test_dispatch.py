@@ -216,3 +216,27 @@ def test_clean_uninstall_also_deletes_the_portals_event_history(client, make_por
     assert Portal.objects.get(pk=portal.pk).state == Portal.State.UNINSTALLED
     # "Delete app data" was ticked: the portal's rows, its events included, are gone.
     assert not Event.objects.filter(portal_id=portal.pk).exists()
+
+
+def test_a_full_batch_behind_a_blocked_object_neither_stalls_nor_repeats(
+    client, make_portal, recorder, worker, settings
+):
+    # Small batches: the blocked object's later events fill a whole batch, the other object's
+    # events come after them in (ts, id) order and must still be reached, each exactly once.
+    settings.BITRIX24_EVENT_BATCH_SIZE = 4
+    settings.BITRIX24_EVENT_RETRY_BASE_SECONDS = 30
+    settings.BITRIX24_EVENT_RETRY_MAX_SECONDS = 30
+    rec = recorder("ONCRMCONTACTUPDATE")
+    now = int(time.time())
+    make_portal(contact("20", now))
+    rec.fail_next("20", RuntimeError("down"))
+    with transaction.atomic():
+        blocked = [post(client, contact("20", now - 100 + i))["id"] for i in range(6)]
+        others = [post(client, contact("21", now - 50 + i))["id"] for i in range(3)]
+    calls = rec.wait_for(3)
+    assert [c[1] for c in calls] == ["21", "21", "21"]
+    time.sleep(0.5)
+    assert len(rec.calls) == 3  # nothing twice, and object 20 waits for its retry
+    assert Event.objects.get(pk=blocked[0]).attempts == 1
+    assert all(Event.objects.get(pk=pk).status == "pending" for pk in blocked)
+    assert all(wait_status(pk, "done").status == "done" for pk in others)
