@@ -224,6 +224,7 @@ def test_a_full_batch_behind_a_blocked_object_neither_stalls_nor_repeats(
     # Small batches: the blocked object's later events fill a whole batch, the other object's
     # events come after them in (ts, id) order and must still be reached, each exactly once.
     settings.BITRIX24_EVENT_BATCH_SIZE = 4
+    settings.BITRIX24_EVENT_SHARDS = 1  # both objects in one shard, so one drainer sees both
     settings.BITRIX24_EVENT_RETRY_BASE_SECONDS = 30
     settings.BITRIX24_EVENT_RETRY_MAX_SECONDS = 30
     rec = recorder("ONCRMCONTACTUPDATE")
