@@ -313,11 +313,12 @@ class Bitrix24Client:
             return self._pool
 
     def close(self) -> None:
-        """Stop the client's worker threads (idle ones; running chunks finish first)."""
+        """Stop the client's worker threads (idle ones; running chunks finish first); flush metrics."""
         with self._pool_lock:
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
                 self._pool = None
+        self.metrics.flush()
 
     def _run_chunk(
         self,
