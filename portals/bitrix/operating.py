@@ -23,6 +23,14 @@ from typing import Any
 DEFAULT_BLOCK_SECONDS = 10.0
 # operating_reset_at is whole seconds (truncated): the bucket may drop out up to a second later.
 RESET_SLACK = 1.0
+# With Redis, a method whose known sum is more than FAR_MARGIN server-seconds below the point
+# where pacing starts is re-read and re-reported at most every REFRESH_SECONDS per process instead
+# of on every call (two Redis round trips per call were a third of a call's client CPU). In the
+# staleness REFRESH_SECONDS (+ another process's own REFRESH_SECONDS) a method would have to gain
+# FAR_MARGIN server-seconds — 30 requests' worth of server time per second — to slip past the
+# headroom unseen; near the limit, or while blocked, every call reads and writes as before.
+FAR_MARGIN = 60.0
+REFRESH_SECONDS = 1.0
 
 
 @dataclass
@@ -57,6 +65,12 @@ class OperatingLedger:
         self.clock = clock
         self._lock = threading.Lock()
         self._local: dict[tuple[str, str, str], Entry] = {}
+        # Redis mode: the last entry read or reported per method, when it was, and our last write.
+        self._seen: dict[tuple[str, str, str], tuple[Entry, float]] = {}
+        self._written_at: dict[tuple[str, str, str], float] = {}
+
+    def _far(self, entry: Entry, now: float) -> bool:
+        return entry.blocked_until <= now and entry.operating < self.limit - self.headroom - FAR_MARGIN
 
     # -- storage --------------------------------------------------------------------------------
 
@@ -128,7 +142,20 @@ class OperatingLedger:
             # portal's "now" (the answer's finish), re-based on our clock.
             reset_at = now + (reset_at - float(finish))
         entry = Entry(operating=operating, reset_at=reset_at + RESET_SLACK if reset_at else 0.0, seen_at=now)
-        self._put_report(bucket_key, credential_id, method, entry)
+        if self.redis is None:
+            self._put_report(bucket_key, credential_id, method, entry)
+            return
+        key = (bucket_key, credential_id, method.lower())
+        with self._lock:
+            cached = self._seen.get(key)
+            if cached is not None:
+                entry.blocked_until = cached[0].blocked_until
+            self._seen[key] = (entry, now)
+            skip = self._far(entry, now) and now - self._written_at.get(key, float("-inf")) < REFRESH_SECONDS
+            if not skip:
+                self._written_at[key] = now
+        if not skip:
+            self._put_report(bucket_key, credential_id, method, entry)
 
     def blocked(self, bucket_key: str, credential_id: str, method: str) -> float:
         """Bitrix24 answered OPERATION_TIME_LIMIT: block the method until the known reset (or a while).
@@ -140,12 +167,29 @@ class OperatingLedger:
         until = entry.reset_at if entry.reset_at > now else now + DEFAULT_BLOCK_SECONDS
         until = max(entry.blocked_until, until)
         self._put_block(bucket_key, credential_id, method, until)
+        entry.blocked_until = until
+        with self._lock:
+            self._seen[(bucket_key, credential_id, method.lower())] = (entry, now)
         return until - now
+
+    def _recent(self, bucket_key: str, credential_id: str, method: str, now: float) -> Entry:
+        """The method's entry: from Redis, unless what this process saw lately is far from the limit."""
+        if self.redis is not None:
+            key = (bucket_key, credential_id, method.lower())
+            with self._lock:
+                cached = self._seen.get(key)
+            if cached is not None and now - cached[1] < REFRESH_SECONDS and self._far(cached[0], now):
+                return cached[0]
+            entry = self.get(bucket_key, credential_id, method)
+            with self._lock:
+                self._seen[key] = (entry, now)
+            return entry
+        return self.get(bucket_key, credential_id, method)
 
     def delay(self, bucket_key: str, credential_id: str, method: str) -> float:
         """Seconds to wait before calling ``method``: 0 unless it is within headroom of its limit."""
         now = self.clock()
-        entry = self.get(bucket_key, credential_id, method)
+        entry = self._recent(bucket_key, credential_id, method, now)
         if entry.blocked_until > now:
             return entry.blocked_until - now
         if entry.operating >= self.limit - self.headroom and entry.reset_at > now:
