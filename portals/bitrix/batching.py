@@ -13,12 +13,18 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import qs_codec as qs
 
 from .exceptions import Bitrix24ApiError, error_from_payload
 
 MAX_COMMANDS = 50
+
+
+def _quote(text: str) -> str:
+    return quote(text, safe="")  # RFC 3986 unreserved characters only, as qs-codec does
+
 
 # $result[key] followed by any number of [segment]s; other sections ($result_total...) too.
 _REF = re.compile(r"\$(result|result_total|result_next)\[([^\]]+)\]((?:\[[^\]]*\])*)")
@@ -38,8 +44,48 @@ def php_values(value: Any) -> Any:
 
 
 def encode_command(method: str, params: Mapping[str, Any] | None) -> str:
-    query = qs.encode(php_values(dict(params or {})))
+    query = php_query(dict(params or {}))
     return f"{method}?{query}" if query else method
+
+
+class _Unusual(Exception):
+    """A value our fast encoder leaves to qs-codec (dates, decimals, custom objects)."""
+
+
+def _flatten(prefix: str, value: Any, out: list[str]) -> None:
+    if isinstance(value, str):
+        out.append(f"{_quote(prefix)}={_quote(value)}")
+    elif isinstance(value, bool):
+        out.append(f"{_quote(prefix)}={1 if value else 0}")
+    elif isinstance(value, int | float):
+        out.append(f"{_quote(prefix)}={_quote(str(value))}")
+    elif value is None:
+        out.append(f"{_quote(prefix)}=")
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            _flatten(f"{prefix}[{k}]", v, out)
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            _flatten(f"{prefix}[{i}]", v, out)
+    else:
+        raise _Unusual
+
+
+def php_query(params: Mapping[str, Any]) -> str:
+    """``params`` as a PHP-style query string (``filter%5B%3EID%5D=5``), exactly as qs-codec writes it.
+
+    Strings, numbers, booleans (1/0), None (empty), dicts and lists are encoded here; anything else
+    goes through qs-codec. Why not always qs-codec: a list traversal encodes 50 sub-calls per
+    request, and qs-codec's general machinery took ~30 ms of CPU per request — as much as the rest
+    of the client's work on 2,500 rows. The output is checked against qs-codec in the tests.
+    """
+    out: list[str] = []
+    try:
+        for key, value in params.items():
+            _flatten(str(key), value, out)
+    except _Unusual:
+        return qs.encode(php_values(dict(params)))
+    return "&".join(out)
 
 
 def references(params: Any) -> set[str]:

@@ -8,7 +8,15 @@ import qs_codec as qs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from portals.bitrix.batching import CommandResult, encode_command, parse_batch, references, resolve
+from portals.bitrix.batching import (
+    CommandResult,
+    encode_command,
+    parse_batch,
+    php_query,
+    php_values,
+    references,
+    resolve,
+)
 from portals.bitrix.exceptions import Bitrix24NotFound, Bitrix24RateLimited
 
 
@@ -39,6 +47,33 @@ def test_what_we_encode_php_decodes_back(params) -> None:
     decoded = qs.decode(query, qs.DecodeOptions(depth=50, parameter_limit=10_000)) if query else {}
     stringify = lambda v: {k: stringify(x) for k, x in v.items()} if isinstance(v, dict) else str(v)  # noqa: E731
     assert decoded == stringify(params)
+
+
+php_leaves = st.one_of(
+    st.integers(-(10**12), 10**12),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=20),
+    st.booleans(),
+    st.none(),
+)
+php_trees = st.recursive(
+    php_leaves,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(keys, inner, max_size=4)),
+    max_leaves=16,
+)
+
+
+@given(params=st.dictionaries(keys, php_trees, max_size=5))
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_the_fast_encoder_writes_exactly_what_qs_codec_writes(params) -> None:
+    assert php_query(params) == qs.encode(php_values(params))
+
+
+def test_values_the_fast_encoder_does_not_know_go_through_qs_codec() -> None:
+    from datetime import date
+
+    params = {"filter": {">DATE_CREATE": date(2026, 1, 2)}, "select": ["ID"]}
+    assert php_query(params) == qs.encode(php_values(params))
 
 
 def test_references_resolve_from_finished_commands_only() -> None:
