@@ -216,19 +216,17 @@ def simulate(args: argparse.Namespace, rng: random.Random, sandbox) -> int:  # n
     steps = int(period // args.step)
     print(f"simulating {args.days:g} days in {steps} sweeps of {args.step:g}s…", flush=True)
     started = time.perf_counter()
-    # Steps are pipelined: a step's jobs may still run while the next step's sweep is planned, as
-    # on a real worker pool; a sweep that picks a portal whose refresh is still in flight queues a
-    # duplicate, which the single-flight refresh turns into a no-op (as duplicate tasks are).
+    # A step's jobs run in parallel and finish before the clocks move on: a job must see the same
+    # time on both sides, or the simulation itself would create expired tokens.
     pending: deque[Future[None]] = deque()
-    backlog = args.workers * 2
 
     def submit(fn, *fn_args) -> None:
         pending.append(pool.submit(fn, *fn_args))
-        while len(pending) > backlog:
-            pending.popleft().result()
 
     with ThreadPoolExecutor(args.workers) as pool:
         for step in range(steps):
+            while pending:
+                pending.popleft().result()
             offset["seconds"] = step * args.step
             sim_now = clock()
             clock_set = False
