@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from .client import Bitrix24Client
 
 PAGE = 50
+CHAIN_SPAN = PAGE * MAX_COMMANDS  # IDs one full chain covers on a dense table
 
 
 @dataclass(frozen=True)
@@ -143,24 +144,34 @@ class Lister:
 
     # -- reading ------------------------------------------------------------------------------
 
-    def _chain(self, part: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:
-        """One batch request along a part: (rows in ID order, whether the part is finished)."""
-        a = self.adapter
+    @staticmethod
+    def _chain_length(part: Mapping[str, Any]) -> int:
+        """List calls in the part's next chain (0: the part is read)."""
         after = int(part["after"])
         upto = part.get("upto")
         if upto is not None and after >= int(upto):
-            return [], True  # IDs are unique integers: nothing can lie in (upto, upto]
+            return 0  # IDs are unique integers: nothing can lie in (upto, upto]
         limit = upto if upto is not None else part.get("span_hint")
         if limit is not None and int(limit) > after:
             length = min(MAX_COMMANDS, -(-(int(limit) - after) // PAGE))
             if upto is None:
                 length = min(MAX_COMMANDS, length + 1)  # the open end may have grown
-        elif limit is None:
-            length = MAX_COMMANDS  # no bound known (a single part): full chains
-        else:
-            # Past the part's span (or the open end's probed maximum): one call says whether
-            # rows remain, instead of a chain of calls referring to rows that don't exist.
-            length = 1
+            return length
+        if limit is None:
+            return MAX_COMMANDS  # no bound known (a single part): full chains
+        # Past the part's span (or the open end's probed maximum): one call says whether
+        # rows remain, instead of a chain of calls referring to rows that don't exist.
+        return 1
+
+    def _chain(self, part: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:
+        """One batch request along a part: (rows in ID order, whether the part is finished)."""
+        a = self.adapter
+        after = int(part["after"])
+        upto = part.get("upto")
+        length = self._chain_length(part)
+        if length == 0:
+            return [], True
+
         commands: dict[str, tuple[str, dict[str, Any]]] = {}
         for i in range(length):
             ref: Any = after if i == 0 else a.last_ref(f"c{i - 1}")
@@ -237,6 +248,7 @@ class Lister:
             queue.Queue(maxsize=max(2, len(live)))
         )
         stop = threading.Event()
+        work = _Work(parts, live)
 
         def put(item: Any) -> bool:
             while not stop.is_set():
@@ -247,44 +259,160 @@ class Lister:
                     continue
             return False
 
-        def reader(index: int) -> None:
-            part = dict(parts[index])
+        def read_part(index: int) -> bool:
+            """Read one part to its end (its ``upto`` may shrink meanwhile); False when stopped."""
+            while not stop.is_set():
+                chain = work.next_chain(index, self._chain_length)
+                if chain is None:
+                    return put((index, [], work.cursor(index), True))
+                rows, finished = self._chain(chain)
+                rows, cut = work.arrived(index, rows, self.adapter.row_id)
+                finished = finished or cut or not rows  # nothing new past the cursor: read
+                if finished:
+                    work.finish(index)
+                if not put((index, rows, work.cursor(index), finished)) or finished:
+                    return not stop.is_set()
+            return False
+
+        def reader(first: int | None) -> None:
+            index = first
             try:
-                while not stop.is_set():
-                    rows, finished = self._chain(part)
-                    if rows:
-                        part["after"] = self.adapter.row_id(rows[-1])
-                    else:
-                        finished = True  # nothing new past the cursor: the part is read
-                    if not put((index, rows, int(part["after"]), finished)) or finished:
-                        return
+                while index is not None and read_part(index):
+                    # Our part is read: take half of the largest unread span of a busy part, so
+                    # the last requests of a run share the portal's slots instead of one part's
+                    # chains running alone at the end.
+                    index = work.steal()
             except BaseException as e:  # handed to the consumer, which re-raises it
-                put((index, e))
+                put((index if index is not None else -1, e))
 
         threads = [
             threading.Thread(target=reader, args=(i,), daemon=True, name=f"b24-list-{i}") for i in live
         ]
         for t in threads:
             t.start()
-        remaining = len(threads)
         try:
-            while remaining:
+            while work.open():
                 item = pages.get()
                 if len(item) == 2:
                     raise item[1]  # type: ignore[misc]
                 index, rows, after, finished = item  # type: ignore[misc]
                 yield from rows
                 count += len(rows)
-                parts[index]["after"] = after
-                if finished:
-                    parts[index]["done"] = True
-                    remaining -= 1
+                with work.lock:
+                    parts[index]["after"] = after
+                    if finished:
+                        parts[index]["done"] = True
+                        work.closed(index)
+                    snapshot = _copy(state) if on_checkpoint is not None else None
                 if progress is not None:
                     progress(count)
-                if on_checkpoint is not None:
-                    on_checkpoint(_copy(state))
+                if on_checkpoint is not None and snapshot is not None:
+                    on_checkpoint(snapshot)
         finally:
             stop.set()  # readers blocked on the full queue notice within their put timeout
+
+
+class _Work:
+    """The parts of one keyset run, shared by its readers and its consumer (under ``lock``).
+
+    ``parts`` are the checkpoint's dicts: the consumer moves their ``after`` as rows are handed
+    out; a split shrinks a part's ``upto`` and appends the cut-off span as a new part, so a
+    checkpoint taken at any moment still covers every unread ID exactly once. Readers keep their
+    own cursor (rows read, maybe not yet consumed) and the end of their chain in flight, which a
+    split never cuts into.
+    """
+
+    def __init__(self, parts: list[dict[str, Any]], live: list[int]):
+        self.lock = threading.Lock()
+        self.parts = parts
+        self.read_after = {i: int(parts[i]["after"]) for i in live}
+        self.in_flight_to: dict[int, int] = {}
+        self.reading = set(live)  # parts a reader holds (not finished)
+        self.unfinished = set(live)  # parts whose last page the consumer has not taken yet
+
+    def open(self) -> bool:
+        with self.lock:
+            return bool(self.unfinished)
+
+    def closed(self, index: int) -> None:
+        self.unfinished.discard(index)  # caller holds the lock
+
+    def cursor(self, index: int) -> int:
+        with self.lock:
+            return self.read_after[index]
+
+    def next_chain(self, index: int, length_of: Callable[[Mapping[str, Any]], int]) -> dict[str, Any] | None:
+        """The part as its next chain should see it (None: nothing left), reserving the chain's span."""
+        with self.lock:
+            part = self.parts[index]
+            chain = {
+                "after": self.read_after[index],
+                "upto": part.get("upto"),
+                "span_hint": part.get("span_hint"),
+            }
+            length = length_of(chain)
+            if length == 0:
+                self.reading.discard(index)
+                return None
+            self.in_flight_to[index] = self.read_after[index] + length * PAGE
+            return chain
+
+    def finish(self, index: int) -> None:
+        """The part's reader saw its last row: no longer a part to split."""
+        with self.lock:
+            self.reading.discard(index)
+
+    def arrived(
+        self, index: int, rows: list[dict[str, Any]], row_id: Callable[[Mapping[str, Any]], int]
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """Keep the rows still inside the part (a split may have moved its end); True if any were cut."""
+        with self.lock:
+            upto = self.parts[index].get("upto")
+            kept = rows if upto is None else [r for r in rows if row_id(r) <= int(upto)]
+            if kept:
+                self.read_after[index] = row_id(kept[-1])
+            self.in_flight_to.pop(index, None)
+            cut = len(kept) < len(rows)
+            if cut:
+                self.reading.discard(index)
+            return kept, cut
+
+    def steal(self) -> int | None:
+        """Split the busy part with the most unread IDs beyond its chain in flight; the new part's index.
+
+        Only a part with more than one chain's span left is split (a shorter rest is one request
+        either way).
+        """
+        with self.lock:
+            best, best_span, best_from = None, CHAIN_SPAN, 0
+            for i in self.reading:
+                part = self.parts[i]
+                end = part.get("upto")
+                if end is None:
+                    end = part.get("span_hint")
+                if end is None:
+                    continue
+                start = max(self.read_after[i], self.in_flight_to.get(i, 0))
+                if int(end) - start > best_span:
+                    best, best_span, best_from = i, int(end) - start, start
+            if best is None:
+                return None
+            part = self.parts[best]
+            # Split on a chain boundary: both halves are whole chains (the last maybe shorter),
+            # so on a dense table the split adds no request — it only runs them side by side.
+            chains = -(-best_span // CHAIN_SPAN)
+            mid = best_from + (chains // 2) * CHAIN_SPAN
+            new: dict[str, Any] = {"after": mid, "upto": part.get("upto"), "done": False}
+            if part.get("upto") is None:
+                new["span_hint"] = part.get("span_hint")
+                part.pop("span_hint", None)
+            part["upto"] = mid
+            self.parts.append(new)
+            index = len(self.parts) - 1
+            self.read_after[index] = mid
+            self.reading.add(index)
+            self.unfinished.add(index)
+            return index
 
 
 def _copy(state: Mapping[str, Any]) -> dict[str, Any]:

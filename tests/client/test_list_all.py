@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from portals.bitrix import listing
-from portals.bitrix.listing import ListAdapter
+from portals.bitrix.listing import ListAdapter, Lister, _Work
 
 
 def seed_deals(sandbox, member_id: str, n: int) -> None:
@@ -112,3 +112,35 @@ def test_crm_item_list_adapter_speaks_lower_case_and_items() -> None:
     assert params["select"] == ["title", "id"]
     assert a.last_ref("c3") == "$result[c3][items][49][id]"
     assert [a.row_id(r) for r in a.rows({"items": [{"id": 5}, {"id": 9}]})] == [5, 9]
+
+
+def test_an_idle_reader_takes_whole_chains_off_the_busiest_part() -> None:
+    parts = [
+        {"after": 0, "upto": 12_500, "done": False},
+        {"after": 12_500, "upto": None, "span_hint": 25_000, "done": False},
+    ]
+    work = _Work(parts, [0, 1])
+    row_id = ListAdapter().row_id
+    assert work.next_chain(0, Lister._chain_length) == {"after": 0, "upto": 12_500, "span_hint": None}
+    # Part 1 (the open end) has the most left: five chains → two stay, three move, on a chain boundary.
+    assert work.steal() == 2
+    assert parts[1] == {"after": 12_500, "upto": 17_500, "done": False}
+    assert parts[2] == {"after": 17_500, "upto": None, "done": False, "span_hint": 25_000}
+    # Part 0: four chains left past its chain in flight (0, 2,500] → split at 2,500 + 2 chains.
+    assert work.steal() == 3
+    assert parts[0]["upto"] == 7_500 and parts[3] == {"after": 7_500, "upto": 12_500, "done": False}
+    # The chain in flight still lands whole; a row past a moved end is dropped and ends the part.
+    kept, cut = work.arrived(0, [{"ID": i} for i in range(1, 2_501)], row_id)
+    assert len(kept) == 2_500 and not cut and work.cursor(0) == 2_500
+    kept, cut = work.arrived(0, [{"ID": 7_499}, {"ID": 7_500}, {"ID": 7_501}], row_id)
+    assert [r["ID"] for r in kept] == [7_499, 7_500] and cut
+    # Every ID is covered exactly once by the parts' (after, upto] ranges.
+    ranges = sorted((p["after"], p["upto"] or p["span_hint"]) for p in parts)
+    assert ranges == [(0, 7_500), (7_500, 12_500), (12_500, 17_500), (17_500, 25_000)]
+
+
+def test_a_part_with_one_chain_left_is_not_split() -> None:
+    parts = [{"after": 0, "upto": 2_500, "done": False}, {"after": 2_500, "upto": 4_000, "done": False}]
+    work = _Work(parts, [0, 1])
+    assert work.steal() is None
+    assert len(parts) == 2
