@@ -19,6 +19,7 @@ import asyncio
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import statistics
@@ -193,19 +194,151 @@ def _generator_main(port: int, connections: int, path: str) -> None:
     print(json.dumps(asyncio.run(_generate(port, bodies, connections))))
 
 
-def _run_generator(port: int, connections: int, bodies: list[bytes], tag: str) -> dict[str, Any]:
-    path = Path(f"var/bench-events-{tag}.txt")
+def _run_generator(
+    port: int, connections: int, bodies: list[bytes], tag: str, generator: str
+) -> dict[str, Any]:
+    path = ROOT / f"var/bench-events-{tag}.txt"
     path.parent.mkdir(exist_ok=True)
-    path.write_text("\n".join(b.hex() for b in bodies))
-    out = subprocess.run(
-        [sys.executable, __file__, "--generate", str(port), str(connections), str(path)],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    path.unlink()
-    return json.loads(out.stdout)
+    try:
+        if generator == "wrk":
+            # Bodies are form-encoded: no newline inside one, so one body per line.
+            path.write_bytes(b"\n".join(bodies) + b"\n")
+            return _run_wrk(port, connections, path, len(bodies))
+        path.write_text("\n".join(b.hex() for b in bodies))
+        out = subprocess.run(
+            [sys.executable, __file__, "--generate", str(port), str(connections), str(path)],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        return json.loads(out.stdout)
+    finally:
+        path.unlink(missing_ok=True)
+
+
+# wrk (C, one event loop per thread) costs a fraction of the Python generator's CPU, which matters
+# when the generator and the server share two cores. Each wrk thread sends its own slice of the
+# pre-built bodies exactly once (every body is a distinct event: sent = stored is checked after the
+# run), then holds its connections idle (delay) until its last answer arrives and stops. wrk itself
+# runs for its -d duration whatever its threads do, so it says when each thread is done and is
+# interrupted (SIGINT: it still prints its summary) once all are.
+_WRK_SCRIPT = r"""
+local threads = {}
+local counter = 0
+function setup(thread)
+  thread:set("id", counter)
+  table.insert(threads, thread)
+  counter = counter + 1
+end
+
+function init(args)
+  nthreads = tonumber(args[2])
+  bodies = {}
+  local i = 0
+  for line in io.lines(args[1]) do
+    if i % nthreads == id then table.insert(bodies, line) end
+    i = i + 1
+  end
+  sent, answered = 0, 0
+  statuses = {}
+  wrk.method = "POST"
+  wrk.path = "/bitrix/events/"
+  wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+end
+
+-- wrk calls request() once on its own before the run, to check the request; that one is not sent.
+-- A connection always asks delay() before its first real request, so calls before any delay()
+-- are such checks.
+local running = false
+
+function delay()
+  running = true
+  if sent >= #bodies then return 3600000 end
+  return 0
+end
+
+function request()
+  if not running then return wrk.format(nil, nil, nil, bodies[1]) end
+  sent = sent + 1
+  return wrk.format(nil, nil, nil, bodies[sent])
+end
+
+function response(status, headers, body)
+  answered = answered + 1
+  statuses[status] = (statuses[status] or 0) + 1
+  if answered == #bodies then
+    io.stderr:write("WRK-THREAD-DONE\n")
+    io.stderr:flush()
+    wrk.thread:stop()
+  end
+end
+
+function done(summary, latency, requests)
+  local counts = {}
+  for _, thread in ipairs(threads) do
+    for status, n in pairs(thread:get("statuses")) do
+      counts[status] = (counts[status] or 0) + n
+    end
+  end
+  local parts = {}
+  for status, n in pairs(counts) do table.insert(parts, string.format('"%d": %d', status, n)) end
+  local errors = summary.errors
+  io.write(string.format(
+    'WRK-JSON {"sent": %d, "elapsed": %f, "p50_ms": %f, "p99_ms": %f, "max_ms": %f, ' ..
+    '"errors": %d, "statuses": {%s}}\n',
+    summary.requests, summary.duration / 1e6, latency:percentile(50) / 1000,
+    latency:percentile(99) / 1000, latency.max / 1000,
+    errors.connect + errors.read + errors.write + errors.timeout, table.concat(parts, ", ")))
+end
+"""
+
+
+def _run_wrk(port: int, connections: int, path: Path, count: int) -> dict[str, Any]:
+    threads = 1  # one event loop keeps up with the server here and leaves it the other core
+    script = path.with_suffix(".lua")
+    script.write_text(_WRK_SCRIPT)
+    try:
+        proc = subprocess.Popen(
+            ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{60 + count // 50}s", "-T", "30s",
+             "-s", str(script), f"http://127.0.0.1:{port}", "--", str(path), str(threads)],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert proc.stderr is not None
+        finished, problems = 0, []
+        for line in proc.stderr:
+            if line.strip() == "WRK-THREAD-DONE":
+                finished += 1
+                if finished == threads:
+                    proc.send_signal(signal.SIGINT)
+                    break
+            else:
+                problems.append(line)
+        stdout, rest = proc.communicate(timeout=60)
+        if proc.returncode != 0:
+            raise RuntimeError(f"wrk failed: {''.join(problems)}{rest}")
+    finally:
+        script.unlink(missing_ok=True)
+    line = next(x for x in stdout.splitlines() if x.startswith("WRK-JSON "))
+    result = json.loads(line.removeprefix("WRK-JSON "))
+    if result["sent"] != count or result["errors"]:
+        raise RuntimeError(f"wrk sent {result['sent']} of {count}, {result['errors']} errors")
+    result["rate"] = result["sent"] / result["elapsed"]
+    return result
+
+
+def _pick_generator(wanted: str) -> str:
+    """wrk when asked for (or "auto") and present, installing it with apt-get when possible."""
+    if wanted == "python":
+        return "python"
+    if shutil.which("wrk") is None and shutil.which("apt-get") is not None and os.geteuid() == 0:
+        subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], capture_output=True, check=False)
+    if shutil.which("wrk") is not None:
+        return "wrk"
+    if wanted == "wrk":
+        raise SystemExit("wrk is not installed (apt-get install wrk)")
+    print("wrk not available: falling back to the Python generator", file=sys.stderr)
+    return "python"
 
 
 def _descendants(pid: int) -> list[int]:
@@ -240,6 +373,20 @@ def _cpu_seconds(pid: int) -> float:
     return total / ticks
 
 
+def _server_command(args: argparse.Namespace, port: int) -> list[str]:
+    """The web server as deploy/web.sh runs it (granian), or gunicorn gthread for comparison."""
+    if args.server == "granian":
+        return [sys.executable, "-m", "granian", "--interface", "wsgi", "bitrix_app.wsgi:application",
+                "--host", "127.0.0.1", "--port", str(port), "--workers", str(args.web_workers),
+                "--blocking-threads", str(args.web_threads), "--http", "1", "--no-ws",
+                "--backlog", "2048", "--log-level", "warning"]  # fmt: skip
+    return [sys.executable, "-m", "gunicorn", "bitrix_app.wsgi:application",
+            "--bind", f"127.0.0.1:{port}", "--workers", str(args.web_workers),
+            "--threads", str(args.web_threads), "--worker-class",
+            "gthread" if args.web_threads > 1 else "sync", "--backlog", "2048",
+            "--keep-alive", "30", "--log-level", "warning"]  # fmt: skip
+
+
 def _wait_ready(port: int, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -263,23 +410,20 @@ def main() -> None:
     parser.add_argument("--web-threads", type=int, default=4)
     parser.add_argument("--celery-concurrency", type=int, default=2)
     parser.add_argument("--drain-timeout", type=float, default=120.0)
+    parser.add_argument("--server", choices=["granian", "gunicorn"], default="granian")
+    parser.add_argument(
+        "--generator", choices=["auto", "wrk", "python"], default="auto",
+        help="wrk (installed with apt-get if missing), the Python generator, or auto: wrk if possible",
+    )  # fmt: skip
     args = parser.parse_args()
 
     env = _env(args)
+    args.generator = _pick_generator(args.generator)
     pairs = _setup(env, args.portals)
     port = _free_port()
     procs = []
     try:
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "bitrix_app.wsgi:application",
-                 "--bind", f"127.0.0.1:{port}", "--workers", str(args.web_workers),
-                 "--threads", str(args.web_threads), "--worker-class",
-                 "gthread" if args.web_threads > 1 else "sync", "--backlog", "2048",
-                 "--keep-alive", "30", "--log-level", "warning"],
-                cwd=ROOT, env=env,
-            )
-        )  # fmt: skip
+        procs.append(subprocess.Popen(_server_command(args, port), cwd=ROOT, env=env))
         procs.append(
             subprocess.Popen(
                 [sys.executable, "-m", "celery", "-A", "bitrix_app", "worker", "--loglevel", "WARNING",
@@ -289,17 +433,18 @@ def main() -> None:
             )
         )  # fmt: skip
         _wait_ready(port)
-        _run_generator(port, 8, _bodies(pairs, 200, forged=True), "warmup")  # warm-up: imports, connections
+        # Warm-up: imports, connections.
+        _run_generator(port, 8, _bodies(pairs, 200, forged=True), "warmup", args.generator)
         web, worker = procs[0].pid, procs[1].pid
         bodies = _bodies(pairs, args.events, forged=False)
         before = (_cpu_seconds(web), _cpu_seconds(worker))
-        accepted = _run_generator(port, args.connections, bodies, "accepted")
+        accepted = _run_generator(port, args.connections, bodies, "accepted", args.generator)
         check = _after_run(args, accepted)
         accepted["web_cpu_ms"] = (_cpu_seconds(web) - before[0]) / args.events * 1000
         accepted["worker_cpu_ms"] = (_cpu_seconds(worker) - before[1]) / args.events * 1000
         forged_bodies = _bodies(pairs, args.forged, forged=True)
         before = (_cpu_seconds(web), _cpu_seconds(worker))
-        forged = _run_generator(port, args.connections, forged_bodies, "forged")
+        forged = _run_generator(port, args.connections, forged_bodies, "forged", args.generator)
         forged["web_cpu_ms"] = (_cpu_seconds(web) - before[0]) / args.forged * 1000
         forged["worker_cpu_ms"] = (_cpu_seconds(worker) - before[1]) / args.forged * 1000
         load = os.getloadavg()[0]
@@ -343,7 +488,8 @@ def _print_table(
 ) -> None:
     cores = os.cpu_count()
     print(f"\nEvent receiver load test: {args.events} events over {args.portals} portals, "
-          f"{args.connections} connections, gunicorn {args.web_workers}x{args.web_threads}, "
+          f"{args.connections} connections, {args.server} {args.web_workers}x{args.web_threads}, "
+          f"generator {args.generator}, "
           f"celery x{args.celery_concurrency}, {cores} cores, "
           f"load average {load:.1f} at the end\n")  # fmt: skip
     header = "| path | requests | events/s | p50 ms | p99 ms | web CPU ms/ev | worker CPU ms/ev | statuses |"
