@@ -1,9 +1,11 @@
 """CPU cost of one event through Django's full request path, in process (no HTTP server).
 
 Complements bench/events_load.py on a busy machine: CPU time per request (time.process_time)
-barely depends on what else runs, while throughput does. Runs the WSGI handler (every middleware,
-the real view, PostgreSQL INSERT + durable commit, the Redis wake-up) for accepted and forged
-events and prints CPU and wall time per request and the implied ceiling on 2 cores.
+barely depends on what else runs, while throughput does. Runs the web process's WSGI entry point
+(events.wsgi: the receiver's lean middleware lane, the real view, PostgreSQL INSERT + durable
+commit, the Redis wake-up) and, for comparison, Django's plain WSGI handler with every middleware
+(bitrix_app.wsgi), for accepted and forged events, and prints CPU and wall time per request and
+the implied ceiling on 2 cores.
 
     .venv/bin/python bench/events_hotpath.py [--requests 2000]
 
@@ -81,10 +83,12 @@ def main() -> None:
              "ts": ts, "auth": auth}
         ).encode()  # fmt: skip
 
-    handler = WSGIHandler()
+    from events.wsgi import application as lean_entry
+
+    full_site = WSGIHandler()  # bitrix_app.wsgi: every middleware
     statuses: list[str] = []
 
-    def run(bodies: list[bytes]) -> tuple[float, float]:
+    def run(bodies: list[bytes], handler=lean_entry) -> tuple[float, float]:
         cpu, wall = time.process_time(), time.perf_counter()
         for raw in bodies:
             environ = {
@@ -99,20 +103,24 @@ def main() -> None:
 
     try:
         run([body(i, token) for i in range(100)])  # warm-up
-        accepted = run([body(1000 + i, token) for i in range(args.requests)])
-        assert statuses[-1].startswith("200"), statuses[-1]
-        forged = run([body(i, "f" * 32) for i in range(args.requests)])
-        assert statuses[-1].startswith("403"), statuses[-1]
+        run([body(100 + i, token) for i in range(100)], full_site)
+        results = {}
+        for name, entry in (("events.wsgi", lean_entry), ("bitrix_app.wsgi", full_site)):
+            offset = 10_000 if name == "events.wsgi" else 20_000
+            results[f"accepted, {name}"] = run([body(offset + i, token) for i in range(args.requests)], entry)
+            assert statuses[-1].startswith("200"), statuses[-1]
+            results[f"forged, {name}"] = run([body(i, "f" * 32) for i in range(args.requests)], entry)
+            assert statuses[-1].startswith("403"), statuses[-1]
         stored = Event.objects.filter(portal=portal).count()
     finally:
         Event.objects.filter(portal=portal).delete()
         portal.delete()
     load = os.getloadavg()[0]
     print(f"\nOne process, {args.requests} requests per path, load average {load:.1f}; "
-          f"stored {stored} (= {args.requests + 100} accepted)\n")  # fmt: skip
-    print("| path | CPU ms/request | wall ms/request | CPU ceiling on 2 cores (req/s) |")
+          f"stored {stored} (= {2 * args.requests + 200} accepted)\n")  # fmt: skip
+    print("| path, entry point | CPU ms/request | wall ms/request | CPU ceiling on 2 cores (req/s) |")
     print("|---|---:|---:|---:|")
-    for name, (cpu, wall) in (("accepted", accepted), ("forged", forged)):
+    for name, (cpu, wall) in sorted(results.items()):
         print(f"| {name} | {cpu:.3f} | {wall:.3f} | {2000 / cpu:.0f} |")
 
 
