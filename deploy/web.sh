@@ -1,12 +1,40 @@
 #!/usr/bin/env bash
-# The web process (Django behind gunicorn). Used by bin/demo and in production alike.
+# The web process (Django behind granian). Used by bin/demo and in production alike.
+#
+# granian (a Rust HTTP server running the WSGI app on a pool of Python threads) is the default
+# because the event receiver's benchmark proved it (docs/events.md, Benchmark): gunicorn's Python
+# HTTP handling cost more CPU per request than the receiver's whole forged-event path.
+# WEB_SERVER=gunicorn serves the same entry point with gunicorn (gthread) instead.
+#
+# Environment: WEB_BIND (host:port or unix:/path), WEB_CONCURRENCY (processes), WEB_THREADS
+# (threads per process), WEB_TIMEOUT (gunicorn only), FORWARDED_ALLOW_IPS (gunicorn only; Django
+# reads X-Forwarded-Proto itself through SECURE_PROXY_SSL_HEADER).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-.venv/bin/python}"
-exec "$PY" -m gunicorn bitrix_app.wsgi:application \
-  --bind "${WEB_BIND:-127.0.0.1:8000}" \
+BIND="${WEB_BIND:-127.0.0.1:8000}"
+# events.wsgi serves the whole site; only the Bitrix24 event receiver gets a leaner middleware lane.
+APP=events.wsgi:application
+
+if [ "${WEB_SERVER:-granian}" = "gunicorn" ]; then
+  exec "$PY" -m gunicorn "$APP" \
+    --bind "$BIND" \
+    --workers "${WEB_CONCURRENCY:-2}" \
+    --threads "${WEB_THREADS:-4}" \
+    --timeout "${WEB_TIMEOUT:-30}" \
+    --access-logfile - \
+    --forwarded-allow-ips "${FORWARDED_ALLOW_IPS:-127.0.0.1}"
+fi
+
+if [[ "$BIND" == unix:* ]]; then
+  LISTEN=(--uds "${BIND#unix:}")
+else
+  LISTEN=(--host "${BIND%:*}" --port "${BIND##*:}")
+fi
+exec "$PY" -m granian --interface wsgi "$APP" \
+  "${LISTEN[@]}" \
   --workers "${WEB_CONCURRENCY:-2}" \
-  --threads "${WEB_THREADS:-4}" \
-  --timeout "${WEB_TIMEOUT:-30}" \
-  --access-logfile - \
-  --forwarded-allow-ips "${FORWARDED_ALLOW_IPS:-127.0.0.1}"
+  --blocking-threads "${WEB_THREADS:-4}" \
+  --http 1 --no-ws \
+  --respawn-failed-workers \
+  --access-log
