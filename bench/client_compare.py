@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from bench.client_run import bound_seconds  # noqa: E402 - one formula for both benchmarks
 from sandbox.config import Config, CostModel  # noqa: E402
 from sandbox.testing import SandboxServer  # noqa: E402
 
@@ -114,7 +115,7 @@ def ensure_venv(console: Console) -> Path:
 def limit_for(kind: str, n: int) -> float:
     requests = math.ceil(n / (2500 if kind == "read" else 50))
     per_request = 50 * (T_LIST if kind == "read" else T_UPDATE)
-    return n / max(requests * per_request / P, max(0, requests - BURST) / DRAIN)
+    return n / bound_seconds(requests, per_request)
 
 
 def main() -> int:
