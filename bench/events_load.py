@@ -373,14 +373,31 @@ def _cpu_seconds(pid: int) -> float:
     return total / ticks
 
 
+def _cpu_of_services() -> float:
+    """CPU seconds of every PostgreSQL and Redis process (shared servers: other clients count too)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            head, tail = (entry / "stat").read_text().rsplit(")", 1)
+        except OSError:
+            continue
+        if head.split("(", 1)[1] in ("postgres", "redis-server"):
+            fields = tail.split()
+            total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
 def _server_command(args: argparse.Namespace, port: int) -> list[str]:
     """The web server as deploy/web.sh runs it (granian), or gunicorn gthread for comparison."""
     if args.server == "granian":
-        return [sys.executable, "-m", "granian", "--interface", "wsgi", "bitrix_app.wsgi:application",
+        return [sys.executable, "-m", "granian", "--interface", "wsgi", "events.wsgi:application",
                 "--host", "127.0.0.1", "--port", str(port), "--workers", str(args.web_workers),
                 "--blocking-threads", str(args.web_threads), "--http", "1", "--no-ws",
                 "--backlog", "2048", "--log-level", "warning"]  # fmt: skip
-    return [sys.executable, "-m", "gunicorn", "bitrix_app.wsgi:application",
+    return [sys.executable, "-m", "gunicorn", "events.wsgi:application",
             "--bind", f"127.0.0.1:{port}", "--workers", str(args.web_workers),
             "--threads", str(args.web_threads), "--worker-class",
             "gthread" if args.web_threads > 1 else "sync", "--backlog", "2048",
@@ -437,16 +454,14 @@ def main() -> None:
         _run_generator(port, 8, _bodies(pairs, 200, forged=True), "warmup", args.generator)
         web, worker = procs[0].pid, procs[1].pid
         bodies = _bodies(pairs, args.events, forged=False)
-        before = (_cpu_seconds(web), _cpu_seconds(worker))
+        before = (_cpu_seconds(web), _cpu_seconds(worker), _cpu_of_services(), os.times())
         accepted = _run_generator(port, args.connections, bodies, "accepted", args.generator)
         check = _after_run(args, accepted)
-        accepted["web_cpu_ms"] = (_cpu_seconds(web) - before[0]) / args.events * 1000
-        accepted["worker_cpu_ms"] = (_cpu_seconds(worker) - before[1]) / args.events * 1000
+        _cpu_per_event(accepted, before, web, worker, args.events)
         forged_bodies = _bodies(pairs, args.forged, forged=True)
-        before = (_cpu_seconds(web), _cpu_seconds(worker))
+        before = (_cpu_seconds(web), _cpu_seconds(worker), _cpu_of_services(), os.times())
         forged = _run_generator(port, args.connections, forged_bodies, "forged", args.generator)
-        forged["web_cpu_ms"] = (_cpu_seconds(web) - before[0]) / args.forged * 1000
-        forged["worker_cpu_ms"] = (_cpu_seconds(worker) - before[1]) / args.forged * 1000
+        _cpu_per_event(forged, before, web, worker, args.forged)
         load = os.getloadavg()[0]
     finally:
         for proc in procs:
@@ -457,6 +472,20 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 proc.kill()
     _print_table(args, accepted, forged, check, load)
+
+
+def _cpu_per_event(result: dict[str, Any], before: tuple, web: int, worker: int, count: int) -> None:
+    """CPU ms per request: web server, Celery worker, PostgreSQL + Redis, the load generator."""
+    after = os.times()
+    result["web_cpu_ms"] = (_cpu_seconds(web) - before[0]) / count * 1000
+    result["worker_cpu_ms"] = (_cpu_seconds(worker) - before[1]) / count * 1000
+    result["services_cpu_ms"] = (_cpu_of_services() - before[2]) / count * 1000
+    generator = after.children_user + after.children_system
+    generator -= before[3].children_user + before[3].children_system
+    result["generator_cpu_ms"] = generator / count * 1000
+    result["total_cpu_ms"] = sum(
+        result[k] for k in ("web_cpu_ms", "worker_cpu_ms", "services_cpu_ms", "generator_cpu_ms")
+    )
 
 
 def _after_run(args: argparse.Namespace, accepted: dict[str, Any]) -> dict[str, Any]:
@@ -492,12 +521,15 @@ def _print_table(
           f"generator {args.generator}, "
           f"celery x{args.celery_concurrency}, {cores} cores, "
           f"load average {load:.1f} at the end\n")  # fmt: skip
-    header = "| path | requests | events/s | p50 ms | p99 ms | web CPU ms/ev | worker CPU ms/ev | statuses |"
-    print(header)
-    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    print("CPU in ms per request: web server, Celery worker, PostgreSQL + Redis (all their clients), "
+          "load generator, total\n")  # fmt: skip
+    print("| path | requests | events/s | p50 ms | p99 ms | web | worker | pg+redis | generator | total "
+          "| statuses |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for name, r in (("accepted", accepted), ("forged", forged)):
         print(f"| {name} | {r['sent']} | {r['rate']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} "
-              f"| {r['web_cpu_ms']:.2f} | {r['worker_cpu_ms']:.2f} | {r['statuses']} |")  # fmt: skip
+              f"| {r['web_cpu_ms']:.2f} | {r['worker_cpu_ms']:.2f} | {r['services_cpu_ms']:.2f} "
+              f"| {r['generator_cpu_ms']:.2f} | {r['total_cpu_ms']:.2f} | {r['statuses']} |")  # fmt: skip
     ok = (
         check["sent"]
         == check["accepted_200"]
