@@ -217,7 +217,10 @@ BITRIX24_EVENT_OFFLINE_BATCH = env.int("BITRIX24_EVENT_OFFLINE_BATCH", default=5
 # Extra modules defining @on_event handlers, imported at start-up (besides apps' event_handlers).
 BITRIX24_EVENT_HANDLER_MODULES = env.list("BITRIX24_EVENT_HANDLER_MODULES", default=[])
 CELERY_BEAT_SCHEDULE["events-sweep"] = {"task": "events.tasks.events_sweep", "schedule": 15.0}
-CELERY_BEAT_SCHEDULE["events-offline-sweep"] = {"task": "events.tasks.events_offline_sweep", "schedule": 300.0}
+CELERY_BEAT_SCHEDULE["events-offline-sweep"] = {
+    "task": "events.tasks.events_offline_sweep",
+    "schedule": 300.0,
+}
 CELERY_BEAT_SCHEDULE["events-bindings-reconcile"] = {
     "task": "events.tasks.events_bindings_reconcile",
     "schedule": 3600.0,
