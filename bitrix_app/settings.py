@@ -204,6 +204,8 @@ BITRIX24_EVENT_TOKEN_RECHECK_SECONDS = env.float("BITRIX24_EVENT_TOKEN_RECHECK_S
 # Outbox shards: each is drained by one worker at a time, in (ts, id) order per object.
 BITRIX24_EVENT_SHARDS = env.int("BITRIX24_EVENT_SHARDS", default=8)
 BITRIX24_EVENT_BATCH_SIZE = env.int("BITRIX24_EVENT_BATCH_SIZE", default=200)
+# Group commit: a web process's concurrent receiver requests share one INSERT and one commit.
+BITRIX24_EVENT_GROUP_COMMIT = env.bool("BITRIX24_EVENT_GROUP_COMMIT", default=True)
 # Bounded retries with exponential backoff (base * 2**(attempt-1), capped, jittered).
 BITRIX24_EVENT_MAX_ATTEMPTS = env.int("BITRIX24_EVENT_MAX_ATTEMPTS", default=6)
 BITRIX24_EVENT_RETRY_BASE_SECONDS = env.float("BITRIX24_EVENT_RETRY_BASE_SECONDS", default=10.0)

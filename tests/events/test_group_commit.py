@@ -1,0 +1,107 @@
+"""Group commit of the receiver's INSERTs: concurrent requests share one statement and one commit."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from events.models import Event
+from events.services.intake import GroupInsert, _insert_many
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def row(portal_id: int, key: str) -> tuple:
+    now = timezone.now()
+    return (
+        portal_id,
+        "ONCRMDEALUPDATE",
+        f"ONCRMDEAL:{key}",
+        now,
+        "online",
+        key,
+        3,
+        '{"k": 1}',
+        "pending",
+        now,
+        now,
+    )
+
+
+def run_concurrently(group: GroupInsert, rows: list[tuple]) -> list[object]:
+    """Each row inserted from its own thread (its own database connection), as request threads do."""
+    results: list[object] = [None] * len(rows)
+    start = threading.Barrier(len(rows))
+
+    def one(i: int) -> None:
+        start.wait()
+        try:
+            results[i] = group.insert(rows[i])
+        except Exception as e:
+            results[i] = e
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(rows))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return results
+
+
+def test_concurrent_rows_share_commits_and_each_gets_its_own_outcome(make_portal):
+    portal = make_portal(member_id="m-group", application_token="t")
+    batches: list[int] = []
+
+    def write(batch: list[tuple]) -> list[int | None]:
+        batches.append(len(batch))
+        if len(batches) == 1:
+            time.sleep(0.3)  # the first INSERT is slow: everyone else queues behind it
+        return _insert_many(batch)
+
+    group = GroupInsert(write)
+    # 16 distinct events, 4 of them sent twice (at the same moment).
+    keys = [f"k{i}" for i in range(16)] + ["k1", "k5", "k9", "k13"]
+    results = run_concurrently(group, [row(portal.pk, key) for key in keys])
+    assert not [r for r in results if isinstance(r, Exception)], results
+    ids = [r for r in results if r is not None]
+    assert len(ids) == 16 and len(set(ids)) == 16  # each distinct event got its own row id
+    assert sum(batches) == len(keys)
+    assert len(batches) < len(keys)  # some requests shared an INSERT (and its commit)
+    assert max(batches) > 1
+    stored = dict(Event.objects.values_list("id", "idempotency_key"))
+    assert sorted(stored.values()) == sorted(set(keys))
+    for key, result in zip(keys, results, strict=True):
+        if result is not None:
+            assert stored[result] == key  # the id handed back is the row of this request's event
+    # Sent again later: all duplicates, nothing new stored.
+    again = run_concurrently(group, [row(portal.pk, key) for key in keys[:6]])
+    assert again == [None] * 6
+    assert Event.objects.count() == 16
+
+
+def test_a_failed_insert_fails_its_whole_batch_and_the_next_one_works(make_portal):
+    portal = make_portal(member_id="m-group-fail", application_token="t")
+    calls: list[int] = []
+
+    def write(batch: list[tuple]) -> list[int | None]:
+        calls.append(len(batch))
+        if len(calls) == 1:
+            time.sleep(0.3)
+            raise RuntimeError("database went away")
+        return _insert_many(batch)
+
+    group = GroupInsert(write)
+    results = run_concurrently(group, [row(portal.pk, f"f{i}") for i in range(6)])
+    failed = [r for r in results if isinstance(r, RuntimeError)]
+    assert len(failed) == calls[0]  # exactly the first batch's requests heard of its failure
+    assert Event.objects.count() == len(results) - len(failed)
+    # The group is not stuck behind the failure: a later request is stored.
+    assert isinstance(group.insert(row(portal.pk, "after")), int)
+    connection.close()
+    assert Event.objects.filter(idempotency_key="after").exists()
