@@ -80,6 +80,27 @@ def events_wake(*, shard: int, force: bool = False) -> None:
         events_drain.delay(shard)
 
 
+def events_wake_many(*, shards: set[int]) -> None:
+    """:func:`events_wake` for several shards with one Redis round trip (a group commit's batch)."""
+    from events.tasks import events_drain
+
+    if not settings.REDIS_URL:
+        for shard in sorted(shards):
+            events_drain.delay(shard)
+        return
+    seen = time.monotonic()
+    due = sorted(shard for shard in shards if seen - _wake_seen.get(shard, -1.0) >= _WAKE_MEMO_SECONDS)
+    if not due:
+        return
+    pipe = _redis_for(settings.REDIS_URL).pipeline(transaction=False)
+    for shard in due:
+        _wake_seen[shard] = seen
+        pipe.set(_wake_key(shard), "1", nx=True, ex=_WAKE_FLAG_SECONDS)
+    for shard, was_set in zip(due, pipe.execute(), strict=True):
+        if was_set:
+            events_drain.delay(shard)
+
+
 def _wake_flag_clear(shard: int) -> None:
     if settings.REDIS_URL:
         _redis_for(settings.REDIS_URL).delete(_wake_key(shard))

@@ -179,10 +179,9 @@ def event_store(*, portal_id: int, payload: EventPayload, now: datetime) -> int 
         now,
         now,
     )
-    if connection.in_atomic_block or not settings.BITRIX24_EVENT_GROUP_COMMIT:
-        event_id = _insert_one(params)  # inside a transaction: joins the caller's
-    else:
-        event_id = _group.insert(params)
+    if not connection.in_atomic_block and settings.BITRIX24_EVENT_GROUP_COMMIT:
+        return _group.insert(params)  # the batch's leader wakes the shards after its commit
+    event_id = _insert_one(params)  # inside a transaction: joins the caller's
     if event_id is None:
         return None
     # Imported here: dispatch imports the registry's handlers, which may import services using intake.
@@ -204,6 +203,16 @@ def _insert_one(params: tuple) -> int | None:
         cursor.execute(_INSERT_SQL, list(params), prepare=True)
         row = cursor.fetchone()
     return None if row is None else int(row[0])
+
+
+def _wake_batch(batch: list[tuple], results: list[int | None]) -> None:
+    """After a group commit: wake the shards that got new rows, with one Redis round trip."""
+    # Imported here: dispatch imports the registry's handlers, which may import services using intake.
+    from events.services.dispatch import events_wake_many
+
+    shards = {params[6] for params, result in zip(batch, results, strict=True) if result is not None}
+    if shards:
+        events_wake_many(shards=shards)
 
 
 def _insert_many(batch: list[tuple]) -> list[int | None]:
@@ -239,11 +248,17 @@ class GroupInsert:
     nothing waits; under heavy load batches grow by themselves. Each request still answers only
     after the commit that contains its row (nothing is acknowledged before it is durable), dedupe
     stays ON CONFLICT DO NOTHING, and a failed INSERT fails every request of its batch (500s: the
-    sender was told nothing was stored).
+    sender was told nothing was stored). After releasing its batch, the leader runs ``after``
+    (waking the shards that got rows: one Redis round trip per batch, not per event).
     """
 
-    def __init__(self, write: Callable[[list[tuple]], list[int | None]]):
+    def __init__(
+        self,
+        write: Callable[[list[tuple]], list[int | None]],
+        after: Callable[[list[tuple], list[int | None]], None] | None = None,
+    ):
         self._write = write
+        self._after = after
         self._lock = threading.Lock()
         self._queue: list[_Waiter] = []
         self._leading = False
@@ -265,8 +280,10 @@ class GroupInsert:
     def _lead(self) -> None:
         with self._lock:
             batch, self._queue = self._queue, []
+        rows = [waiter.params for waiter in batch]
+        results: list[int | None] | None = None
         try:
-            results = self._write([waiter.params for waiter in batch])
+            results = self._write(rows)
             for waiter, result in zip(batch, results, strict=True):
                 waiter.result = result
         except BaseException as e:  # every waiter must hear back, whatever happened
@@ -282,6 +299,12 @@ class GroupInsert:
             waiter.done.set()
         if successor is not None:
             successor.done.set()
+        if results is not None and self._after is not None:
+            # After the waiters are released: only this (the leader's) request waits for it.
+            try:
+                self._after(rows, results)
+            except Exception as e:  # stored and committed: the periodic sweep wakes the shards instead
+                logger.warning("events.wake_failed", extra={"error": type(e).__name__})
 
 
-_group = GroupInsert(_insert_many)
+_group = GroupInsert(_insert_many, after=_wake_batch)

@@ -64,7 +64,8 @@ def test_concurrent_rows_share_commits_and_each_gets_its_own_outcome(make_portal
             time.sleep(0.3)  # the first INSERT is slow: everyone else queues behind it
         return _insert_many(batch)
 
-    group = GroupInsert(write)
+    woken: list[list[int | None]] = []
+    group = GroupInsert(write, after=lambda rows, results: woken.append(results))
     # 16 distinct events, 4 of them sent twice (at the same moment).
     keys = [f"k{i}" for i in range(16)] + ["k1", "k5", "k9", "k13"]
     results = run_concurrently(group, [row(portal.pk, key) for key in keys])
@@ -74,6 +75,9 @@ def test_concurrent_rows_share_commits_and_each_gets_its_own_outcome(make_portal
     assert sum(batches) == len(keys)
     assert len(batches) < len(keys)  # some requests shared an INSERT (and its commit)
     assert max(batches) > 1
+    # The after-commit step (waking the shards) ran once per batch, over the rows it stored.
+    assert [len(results) for results in woken] == batches
+    assert sorted(r for results in woken for r in results if r is not None) == sorted(ids)
     stored = dict(Event.objects.values_list("id", "idempotency_key"))
     assert sorted(stored.values()) == sorted(set(keys))
     for key, result in zip(keys, results, strict=True):
