@@ -397,6 +397,11 @@ def paced_export(bench: Bench, minutes: float) -> None:
                 break
         stream.close()  # type: ignore[attr-defined]
         elapsed = time.monotonic() - started
+        # A reader may be sleeping out the ledger's pacing with its next chain in hand: it sends
+        # that chain when it wakes. Let it finish here, not in the next scenario's counters.
+        for thread in threading.enumerate():
+            if thread.name.startswith("b24-list-"):
+                thread.join(timeout=window * 1.5)
     finally:
         bench.sandbox.control("config", operating_limit=480.0, operating_window=600.0)
     answers = bench.answers(member)
