@@ -396,12 +396,13 @@ def paced_export(bench: Bench, minutes: float) -> None:
             if now >= deadline:
                 break
         stream.close()  # type: ignore[attr-defined]
-        elapsed = time.monotonic() - started
         # A reader may be sleeping out the ledger's pacing with its next chain in hand: it sends
-        # that chain when it wakes. Let it finish here, not in the next scenario's counters.
+        # that chain when it wakes. Let it finish here (the run ends with its last request), not
+        # in the next scenario's counters.
         for thread in threading.enumerate():
             if thread.name.startswith("b24-list-"):
                 thread.join(timeout=window * 1.5)
+        elapsed = time.monotonic() - started
     finally:
         bench.sandbox.control("config", operating_limit=480.0, operating_window=600.0)
     answers = bench.answers(member)
