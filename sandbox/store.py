@@ -167,6 +167,8 @@ class EntityTable:
         """How many ids exist in [lo, hi], in O(deleted + log added)."""
         top = self.next_id - 1 if hi is None else hi
         lo = max(lo, 1)
+        if top < lo:
+            return 0
         gen_hi = min(top, self.generated)
         generated = max(0, gen_hi - lo + 1) - sum(1 for i in self.deleted if lo <= i <= gen_hi)
         added = bisect.bisect_right(self.added_ids, top) - bisect.bisect_left(self.added_ids, lo)

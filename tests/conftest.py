@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import redis
 from django.conf import settings
+from hypothesis import settings as hypothesis_settings
+
+# No per-example deadline: timing on a shared 2-core machine says nothing about correctness.
+# On CI the examples are derandomized, so a run is reproducible; locally they explore.
+hypothesis_settings.register_profile("dev", deadline=None)
+hypothesis_settings.register_profile("ci", deadline=None, derandomize=True, print_blob=True)
+hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 # One fixtures module per area, so each area's fixtures live beside its concerns.
 pytest_plugins = [
