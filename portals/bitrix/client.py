@@ -40,6 +40,7 @@ from .batching import (
 from .credentials import Credentials
 from .exceptions import (
     Bitrix24ApiError,
+    Bitrix24InvalidToken,
     Bitrix24RateLimited,
     Bitrix24ServerError,
     Bitrix24TokenExpired,
@@ -184,7 +185,7 @@ class Bitrix24Client:
         ledger_methods: Iterable[str] = (),
     ) -> Response:
         limited = transient = 0
-        refreshed = False
+        refreshed = reloaded = False
         waited = 0.0
         key = self.bucket_key
         paced = [method, *ledger_methods] if method != "batch" else list(ledger_methods)
@@ -212,6 +213,7 @@ class Bitrix24Client:
                         self.credentials,
                         method,
                         params,
+                        token=stale,
                         v3=v3,
                         idempotency_key=idempotency_key,
                         member_id=key,
@@ -246,6 +248,15 @@ class Bitrix24Client:
                 self.metrics.retry(key, "refresh")
                 self.credentials.refresh(stale)
                 continue
+            if isinstance(error, Bitrix24InvalidToken) and not reloaded and stale is not None:
+                # Another process may have rotated the pair while this request was in flight
+                # (the rotation kills the old access token): retry once with the stored token
+                # before treating the refusal as permanent.
+                reloaded = True
+                if self.credentials.access_token() != stale:
+                    self.metrics.retry(key, "reload")
+                    continue
+                raise error
             if isinstance(error, Bitrix24TransportError | Bitrix24ServerError):
                 never_sent = isinstance(error, Bitrix24TransportError) and not error.sent
                 if not (read or idempotency_key or never_sent):

@@ -122,16 +122,21 @@ class Transport:
         v3: bool = False,
         idempotency_key: str | None = None,
         member_id: str | None = None,
+        token: str | None = None,
     ) -> Response:
         """POST ``method`` with ``params``; returns the success envelope.
+
+        ``token`` is the access token to send (the caller's read, so it knows which token a
+        refusal was about); by default, and after following a rename, the credentials' current one.
 
         Raises a Bitrix24ApiError subclass for an error envelope (code first, status second),
         Bitrix24TransportError/Bitrix24Timeout when no usable answer arrived (``sent`` tells
         whether the call may have run), Bitrix24PortalMoved when the portal moved and the
         credentials refused to follow.
         """
-        for _hop in range(2):
-            token = credentials.access_token()
+        for hop in range(2):
+            if hop or token is None:
+                token = credentials.access_token()
             body = dict(params or {})
             if token is not None:
                 body["auth"] = token
@@ -172,7 +177,7 @@ class Transport:
                     raise Bitrix24ServerError(
                         "ERROR_UNEXPECTED_ANSWER", "redirect without a Location", status=raw.status_code
                     )
-                if _hop == 1:
+                if hop == 1:
                     raise Bitrix24PortalMoved(new_domain, method=method, member_id=member_id)
                 credentials.moved(new_domain)  # raises if the new host isn't trusted
                 continue

@@ -147,3 +147,45 @@ def test_holder_of_a_rotated_token_reloads_instead_of_refreshing(install_portal,
     assert new != old
     client = client_for_portal(member_id=portal.member_id)
     assert client.call("profile")["ID"]
+
+
+class _HeldOldToken(PortalCredentials):
+    """Credentials whose first read returns a token captured before another process rotated it."""
+
+    _held: str | None = None
+
+    def hold(self, token: str) -> None:
+        self._held = token
+
+    def access_token(self) -> str | None:
+        held, self._held = self._held, None
+        return held if held is not None else super().access_token()
+
+
+def test_request_sent_with_a_rotated_token_is_retried_with_the_stored_one(install_portal, portals_sandbox):
+    from django.utils import timezone
+
+    from portals.services.client import client_for_credentials
+    from portals.services.tokens import RefreshWhen, portal_tokens_refresh
+
+    portal = install_portal(1)
+    old = PortalCredentials(portal.pk).access_token()
+    portal_tokens_refresh(
+        portal_id=portal.pk, when=RefreshWhen(issued_before=timezone.now()), reason="keepalive"
+    )
+    grants = sandbox_grants(portals_sandbox, portal.member_id)
+
+    credentials = _HeldOldToken(portal.pk)
+    client = client_for_credentials(credentials=credentials)
+    credentials.hold(old)  # the next request leaves with the token read before the rotation
+    assert client.call("profile")["ID"]  # refused as invalid_token, then retried with the new token
+    assert sandbox_grants(portals_sandbox, portal.member_id) == grants  # reloaded, not refreshed
+    assert portals_sandbox.counters()["answers"]["by_code"].get("invalid_token", 0) >= 1
+
+
+def test_invalid_token_with_nothing_newer_stored_is_permanent(install_portal, portals_sandbox):
+    portal = install_portal(1)
+    portals_sandbox.control("tokens/revoke", member_id=portal.member_id)
+    client = client_for_portal(member_id=portal.member_id)
+    with pytest.raises(Bitrix24InvalidToken):
+        client.call("profile")
