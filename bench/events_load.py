@@ -373,10 +373,10 @@ def _cpu_seconds(pid: int) -> float:
     return total / ticks
 
 
-def _cpu_of_services() -> float:
-    """CPU seconds of every PostgreSQL and Redis process (shared servers: other clients count too)."""
+def _cpu_of_services() -> dict[int, float]:
+    """CPU seconds per PostgreSQL and Redis process (shared servers: other clients count too)."""
     ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
+    found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -386,8 +386,13 @@ def _cpu_of_services() -> float:
             continue
         if head.split("(", 1)[1] in ("postgres", "redis-server"):
             fields = tail.split()
-            total += int(fields[11]) + int(fields[12])
-    return total / ticks
+            found[int(entry.name)] = (int(fields[11]) + int(fields[12])) / ticks
+    return found
+
+
+def _services_delta(before: dict[int, float]) -> float:
+    """CPU the services spent since ``before`` (backends that exited meanwhile are not counted)."""
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in _cpu_of_services().items())
 
 
 def _server_command(args: argparse.Namespace, port: int) -> list[str]:
@@ -479,7 +484,7 @@ def _cpu_per_event(result: dict[str, Any], before: tuple, web: int, worker: int,
     after = os.times()
     result["web_cpu_ms"] = (_cpu_seconds(web) - before[0]) / count * 1000
     result["worker_cpu_ms"] = (_cpu_seconds(worker) - before[1]) / count * 1000
-    result["services_cpu_ms"] = (_cpu_of_services() - before[2]) / count * 1000
+    result["services_cpu_ms"] = _services_delta(before[2]) / count * 1000
     generator = after.children_user + after.children_system
     generator -= before[3].children_user + before[3].children_system
     result["generator_cpu_ms"] = generator / count * 1000
