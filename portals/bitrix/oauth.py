@@ -22,7 +22,6 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import requests
-import urllib3
 from oauthlib.oauth2 import OAuth2Error
 from requests_oauthlib import OAuth2Session
 
@@ -31,10 +30,10 @@ from .exceptions import (
     Bitrix24ApiError,
     Bitrix24ConfigError,
     Bitrix24ServerError,
-    Bitrix24Timeout,
     Bitrix24TransportError,
     error_from_payload,
 )
+from .transport import transport_error
 
 TOKEN_PATH = "oauth/token/"
 AUTHORIZE_PATH = "oauth/authorize/"
@@ -353,28 +352,6 @@ def parse_response(response: requests.Response) -> dict[str, Any]:
             method="oauth",
         )
     return payload
-
-
-def transport_error(e: requests.RequestException, url: str) -> Bitrix24TransportError:
-    """Classify a requests failure by whether the request may have reached the server.
-
-    The message names the host only: the URL's query carries the secret and the refresh token.
-    """
-    host = urlsplit(url).netloc
-    kind = type(e).__name__
-    if isinstance(e, requests.ConnectTimeout):
-        return Bitrix24Timeout(f"{kind} connecting to {host}", sent=False)
-    if isinstance(e, requests.Timeout):
-        return Bitrix24Timeout(f"{kind}: no answer from {host} in time", sent=True)
-    if isinstance(e, requests.exceptions.SSLError):
-        return Bitrix24TransportError(f"TLS failure with {host}", sent=False)
-    if isinstance(e, requests.ConnectionError):
-        reason = e.args[0] if e.args else None
-        inner = getattr(reason, "reason", reason)
-        if isinstance(inner, urllib3.exceptions.NewConnectionError | urllib3.exceptions.NameResolutionError):
-            return Bitrix24TransportError(f"cannot connect to {host}", sent=False)
-        return Bitrix24TransportError(f"{kind}: connection to {host} lost", sent=True)
-    return Bitrix24TransportError(f"{kind} talking to {host}", sent=True)
 
 
 def backoff_delays(attempts: int, *, base: float = 0.5, cap: float = 8.0) -> list[float]:

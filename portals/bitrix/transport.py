@@ -169,7 +169,7 @@ class Transport:
                     cert=None,
                 )
             except requests.RequestException as e:
-                raise _transport_error(e, url, secret_hint) from _scrubbed(e, secret_hint)
+                raise transport_error(e, url) from _scrubbed(e, secret_hint)
             latency = time.monotonic() - started
             if raw.status_code in _REDIRECTS:
                 new_domain = urlsplit(raw.headers.get("Location", "")).netloc
@@ -231,7 +231,11 @@ def _scrubbed(e: Exception, secret: str) -> Exception:
     return e
 
 
-def _transport_error(e: requests.RequestException, url: str, secret: str) -> Bitrix24TransportError:
+def transport_error(e: requests.RequestException, url: str) -> Bitrix24TransportError:
+    """Classify a requests failure by whether the request may have reached the server.
+
+    The message names the host only: URLs carry webhook secrets, query strings refresh tokens.
+    """
     host = urlsplit(url).netloc
     kind = type(e).__name__
     if isinstance(e, requests.ConnectTimeout):
@@ -248,4 +252,4 @@ def _transport_error(e: requests.RequestException, url: str, secret: str) -> Bit
         if isinstance(inner, urllib3.exceptions.NewConnectionError | urllib3.exceptions.NameResolutionError):
             return Bitrix24TransportError(f"cannot connect to {host}", sent=False)
         return Bitrix24TransportError(f"{kind}: connection to {host} lost", sent=True)
-    return Bitrix24TransportError(_redact(f"{kind} talking to {host}", secret), sent=True)
+    return Bitrix24TransportError(f"{kind} talking to {host}", sent=True)
