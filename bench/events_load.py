@@ -1,12 +1,15 @@
 """Load test of the event receiver, served as in production.
 
-Starts gunicorn (the app), a Celery worker and, from a second process, a load generator on
-loopback; N portals; a recording no-op handler (bench/events_recorder.py). Prints a table:
-accepted events/s, p50/p99 latency of accepted and of forged events, and the after-run check
-stored = sent = dispatched exactly once.
+Starts the web server as deploy/web.sh does (granian, the events.wsgi entry point; --server gunicorn
+to compare), a Celery worker and, from a second process, a load generator on loopback (wrk, installed
+when missing, else the Python generator); N portals; a recording no-op handler
+(bench/events_recorder.py). Prints a table: accepted events/s, p50/p99 latency of accepted and of
+forged events, CPU per request of each part, and the after-run check stored = sent = dispatched
+exactly once.
 
-    .venv/bin/python bench/events_load.py [--events 20000] [--portals 200] [--connections 32]
-        [--web-workers 3] [--web-threads 4] [--forged 5000]
+    .venv/bin/python bench/events_load.py [--events 20000] [--portals 200] [--connections 16]
+        [--web-workers 2] [--web-threads 4] [--forged 5000] [--server granian|gunicorn]
+        [--generator auto|wrk|python]
 
 Uses DATABASE_URL (default: the b24_events_bench database, created if missing) and REDIS_URL
 (default db 4, key prefix events-bench:, queue events-bench).
@@ -427,8 +430,8 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--forged", type=int, default=5_000)
     parser.add_argument("--portals", type=int, default=200)
-    parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--web-workers", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--web-workers", type=int, default=2)
     parser.add_argument("--web-threads", type=int, default=4)
     parser.add_argument("--celery-concurrency", type=int, default=2)
     parser.add_argument("--drain-timeout", type=float, default=120.0)
