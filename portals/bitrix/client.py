@@ -274,6 +274,10 @@ class Bitrix24Client:
                 continue
             raise error
 
+    def operating_delay(self, method: str) -> float:
+        """Seconds ``method`` is paced for now (0 unless near its operating limit or blocked)."""
+        return self.ledger.delay(self.bucket_key, self._credential_id, method)
+
     def _record_time(self, method: str, time_info: Mapping[str, Any]) -> float:
         if method == "batch":
             return 0.0

@@ -262,6 +262,14 @@ class Lister:
         def read_part(index: int) -> bool:
             """Read one part to its end (its ``upto`` may shrink meanwhile); False when stopped."""
             while not stop.is_set():
+                # Sit out the method's operating-time pacing here, where a closed run stops the
+                # wait, rather than inside the request, which would send one more chain after
+                # waking for a consumer that is gone.
+                delay = self.client.operating_delay(self.method)
+                if delay > 0:
+                    if stop.wait(delay):
+                        return False
+                    continue
                 chain = work.next_chain(index, self._chain_length)
                 if chain is None:
                     return put((index, [], work.cursor(index), True))
