@@ -77,9 +77,9 @@ _log_refusal = _RefusalLog()
 def _read_body(request: HttpRequest) -> bytes:
     """The raw body, after checking its declared size (a body declared too large is never read).
 
-    A request without a usable Content-Length (a chunked body, or a server that left the variable
-    out of the WSGI environ — seen about once in 10,000 requests under granian) is read from the
-    input stream directly, at most one byte past the limit: never refused for the missing header.
+    A request without a usable Content-Length (a chunked body, which the server de-chunks) is read
+    from the input stream directly, at most one byte past the limit: never refused for the missing
+    header alone.
     """
     limit = settings.BITRIX24_EVENT_MAX_BYTES
     declared = request.META.get("CONTENT_LENGTH") or ""
