@@ -53,3 +53,19 @@ def test_redis_isolated_by_prefix(redis_client, settings):
     key = f"{settings.REDIS_KEY_PREFIX}probe"
     redis_client.set(key, "1")
     assert redis_client.get(key) == b"1"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_run_periodic_runs_every_beat_task_in_process(caplog, settings):
+    """Single-process mode's stand-in for beat finds and runs every scheduled task."""
+    from django.core.management import call_command
+
+    assert settings.CELERY_BEAT_SCHEDULE, "the areas schedule periodic tasks"
+    with caplog.at_level("INFO"):
+        call_command("run_periodic", "--once")
+    failures = [r for r in caplog.records if r.getMessage() == "periodic.failed"]
+    assert not failures, [r.exc_text for r in failures]
+    from bitrix_app.celery import app
+
+    for entry in settings.CELERY_BEAT_SCHEDULE.values():
+        assert entry["task"] in app.tasks, entry["task"]

@@ -11,11 +11,12 @@ import logging
 import time
 from datetime import datetime, timedelta
 
-from celery import current_app
 from celery.schedules import BaseSchedule
 from celery.schedules import schedule as celery_schedule
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+
+from bitrix_app.celery import app as celery_app
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,8 @@ class Command(BaseCommand):
     def handle(self, *args, once: bool = False, **options):
         if settings.REDIS_URL and not once:
             raise CommandError("REDIS_URL is set: run celery beat (deploy/beat.sh) instead.")
+        # A worker imports the tasks modules at start; this process must do the same.
+        celery_app.loader.import_default_modules()
         entries = {
             name: dict(entry, schedule=_as_schedule(entry["schedule"]))
             for name, entry in settings.CELERY_BEAT_SCHEDULE.items()
@@ -60,6 +63,6 @@ class Command(BaseCommand):
 
     def _run(self, entry: dict) -> None:
         try:
-            current_app.tasks[entry["task"]].apply(args=entry.get("args", ()), kwargs=entry.get("kwargs", {}))
+            celery_app.tasks[entry["task"]].apply(args=entry.get("args", ()), kwargs=entry.get("kwargs", {}))
         except Exception:
             logger.exception("periodic.failed", extra={"task": entry["task"]})
