@@ -23,7 +23,7 @@ RATE, BURST = 10.0, 8
 
 
 def _worker(
-    url: str, member_id: str, ca: str, redis_url: str, prefix: str, shared: bool, calls: int, out
+    url: str, member_id: str, ca: str, redis_url: str, prefix: str, shared: bool, calls: int, out, start
 ) -> None:
     conn = redis.Redis.from_url(redis_url)
     limiter = RedisLimiter(conn, prefix=prefix) if shared else LocalLimiter()
@@ -35,6 +35,9 @@ def _worker(
         bucket=BucketParams(RATE, BURST),
         concurrency=4,
     )
+    # Every process starts calling at the same moment (their imports take uneven time), so the
+    # load really overlaps.
+    start.wait(timeout=60)
     # Half single calls, half batches: a batch is one request to the bucket.
     done = 0
     for i in range(calls // 2):
@@ -48,6 +51,7 @@ def _worker(
 def run(sandbox, portal, *, shared: bool, processes: int, calls: int) -> dict[str, int]:
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
+    start = ctx.Barrier(processes)
     args = (
         portal.webhook_url,
         portal.member_id,
@@ -55,7 +59,7 @@ def run(sandbox, portal, *, shared: bool, processes: int, calls: int) -> dict[st
         settings.REDIS_URL,
         settings.REDIS_KEY_PREFIX,
     )
-    workers = [ctx.Process(target=_worker, args=(*args, shared, calls, out)) for _ in range(processes)]
+    workers = [ctx.Process(target=_worker, args=(*args, shared, calls, out, start)) for _ in range(processes)]
     for w in workers:
         w.start()
     done = [out.get(timeout=120) for _ in workers]
