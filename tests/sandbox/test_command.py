@@ -18,6 +18,10 @@ from sandbox.testing import SandboxServer
 
 ROOT = Path(__file__).resolve().parents[2]
 
+PORTAL_LINE = re.compile(
+    r"(127\.0\.0\.\d+:\d+)\s+member_id=([0-9a-f]{32})\s+webhook=(https://\S+/rest/1/\w+/)"
+)
+
 
 def test_manage_py_sandbox_prints_portals_and_app_credentials():
     with tempfile.TemporaryDirectory() as directory:
@@ -51,19 +55,21 @@ def test_manage_py_sandbox_prints_portals_and_app_credentials():
         try:
             lines = []
             deadline = time.monotonic() + 30
-            while len(lines) < 4 and time.monotonic() < deadline:
+            # Read until the summary is complete, whatever log lines come before or between it.
+            while time.monotonic() < deadline:
                 line = process.stdout.readline()
                 if not line:
                     break
                 lines.append(line)
+                output = "".join(lines)
+                if "client_secret=" in output and len(PORTAL_LINE.findall(output)) >= 2:
+                    break
             output = "".join(lines)
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=15)
         assert "client_id=app.0123abcd.42" in output and "client_secret=shared-secret-for-the-demo" in output
-        portals = re.findall(
-            r"(127\.0\.0\.\d+:\d+)\s+member_id=([0-9a-f]{32})\s+webhook=(https://\S+/rest/1/\w+/)", output
-        )
+        portals = PORTAL_LINE.findall(output)
         assert len(portals) == 2
         assert portals[0][0].startswith("127.0.0.2:") and portals[1][0].startswith("127.0.0.3:")
         assert process.returncode == 0
