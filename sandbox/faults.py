@@ -9,8 +9,9 @@ the method runs), ``drop_before`` (close the socket before the method runs), ``d
 method, then close the socket without an answer), ``revoked`` (401 with ``code`` invalid_token or
 NO_AUTH_FOUND for OAuth calls), ``deleted`` (PORTAL_DELETED).
 OAuth server (scope ``oauth``): ``oauth_down`` (``mode`` "refuse": the listener is closed;
-"503": an HTML 503). Per portal: ``oauth_lost`` (a refresh is performed — the old pair is dead —
-and the connection is dropped before the answer).
+"503": an HTML 503), ``oauth_latency`` (``delay`` seconds, default 0.2, before every answer of
+the token endpoint and the server's REST). Per portal: ``oauth_lost`` (a refresh is performed —
+the old pair is dead — and the connection is dropped before the answer).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ REST_KINDS = {
     "revoked",
     "deleted",
 }
-OAUTH_KINDS = {"oauth_down", "oauth_lost"}
+OAUTH_KINDS = {"oauth_down", "oauth_lost", "oauth_latency"}
 KINDS = REST_KINDS | OAUTH_KINDS
 
 

@@ -7,6 +7,7 @@ OAuth body ``{"error", "error_description"}`` with the statuses the SDKs expect 
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import html
 import secrets
@@ -48,6 +49,7 @@ async def token(request: Request) -> Response:
     if sandbox.faults.active("oauth", "oauth_down", now):
         counted["SERVICE_UNAVAILABLE"] += 1
         return HTMLResponse("<html><body><h1>503 Service Temporarily Unavailable</h1></body></html>", 503)
+    await _oauth_latency(sandbox, now)
     try:
         params = await read_params(request)
         body = await _grant(request, sandbox, params)
@@ -59,6 +61,13 @@ async def token(request: Request) -> Response:
         raise
     counted["OK"] += 1
     return json_response(body)
+
+
+async def _oauth_latency(sandbox: Sandbox, now: float) -> None:
+    """The ``oauth_latency`` fault: a slow OAuth server (the real one answers from another continent)."""
+    slow = sandbox.faults.take("oauth", frozenset({"oauth_latency"}), now)
+    if slow is not None:
+        await asyncio.sleep(float(slow.params.get("delay", 0.2)))
 
 
 async def _grant(request: Request, sandbox: Sandbox, params: dict[str, Any]) -> dict[str, Any]:
@@ -128,6 +137,7 @@ async def server_rest(request: Request) -> Response:
     sandbox = sandbox_of(request)
     if sandbox.faults.active("oauth", "oauth_down", sandbox.clock.time()):
         return HTMLResponse("<html><body><h1>503 Service Temporarily Unavailable</h1></body></html>", 503)
+    await _oauth_latency(sandbox, sandbox.clock.time())
     name = request.path_params["path"].strip("/").lower().removesuffix(".json")
     if name != "app.info":
         return error_response(RestError("ERROR_METHOD_NOT_FOUND", "Method not found!", 404))

@@ -147,3 +147,17 @@ def test_oauth_server_comes_back_after_the_time_span(sandbox):
             assert time.monotonic() < deadline, "OAuth server did not reopen"
             time.sleep(0.1)
     assert answer.status_code == 200
+
+
+def test_oauth_latency_delays_oauth_answers_until_cleared(sandbox):
+    pair = issue(sandbox)
+    sandbox.control("faults", scope="oauth", kind="oauth_latency", delay=0.4)
+    try:
+        started = time.monotonic()
+        answer = refresh(sandbox, pair["refresh_token"])
+        slow = time.monotonic() - started
+        assert answer.status_code == 200 and slow >= 0.4  # the grant still succeeds, late
+    finally:
+        sandbox.control("faults/clear", scope="oauth")
+    assert "oauth_latency" not in str(sandbox.control_get("faults"))
+    assert refresh(sandbox, answer.json()["refresh_token"]).status_code == 200
