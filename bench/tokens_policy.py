@@ -49,6 +49,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--step", type=float, default=300.0, help="sweep interval (simulated seconds)")
     parser.add_argument("--workers", type=int, default=16, help="threads standing in for Celery workers")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--oauth-latency", type=float, default=0.2, help="seconds the OAuth server takes to answer (0: none)"
+    )
     return parser.parse_args()
 
 
@@ -214,6 +217,9 @@ def simulate(args: argparse.Namespace, rng: random.Random, sandbox) -> int:  # n
     sweep_ms: list[float] = []
     swept: Counter[str] = Counter()
     steps = int(period // args.step)
+    if args.oauth_latency > 0:
+        # Refreshes hold the portal's lock for a real round trip to a distant OAuth server.
+        sandbox.control("faults", scope="oauth", kind="oauth_latency", delay=args.oauth_latency)
     print(f"simulating {args.days:g} days in {steps} sweeps of {args.step:g}s…", flush=True)
     started = time.perf_counter()
     # A step's jobs run in parallel and finish before the clocks move on: a job must see the same
@@ -300,7 +306,10 @@ def simulate(args: argparse.Namespace, rng: random.Random, sandbox) -> int:  # n
     print()
     dormant_days = settings.BITRIX24_DORMANT_REFRESH_DAYS
     lifetime_s = args.access_lifetime
-    print(f"Token lifecycle: {len(kind)} portals, {args.days:g} simulated days, expires_in {lifetime_s:g}s")
+    print(
+        f"Token lifecycle: {len(kind)} portals, {args.days:g} simulated days, expires_in {lifetime_s:g}s, "
+        f"OAuth latency {args.oauth_latency:g}s"
+    )
     print(f"sweep every {args.step:g}s, keep-alive after {dormant_days:g} days, {args.workers} workers")
     print(f"wall time {wall:.0f}s")
     print()
