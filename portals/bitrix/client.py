@@ -41,6 +41,7 @@ from .credentials import Credentials
 from .exceptions import (
     Bitrix24ApiError,
     Bitrix24InvalidToken,
+    Bitrix24PortalUnavailable,
     Bitrix24RateLimited,
     Bitrix24ServerError,
     Bitrix24TokenExpired,
@@ -256,6 +257,9 @@ class Bitrix24Client:
                 if self.credentials.access_token() != stale:
                     self.metrics.retry(key, "reload")
                     continue
+                raise error
+            if isinstance(error, Bitrix24PortalUnavailable):
+                self.credentials.unavailable(error)
                 raise error
             if isinstance(error, Bitrix24TransportError | Bitrix24ServerError):
                 never_sent = isinstance(error, Bitrix24TransportError) and not error.sent

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from .exceptions import Bitrix24ConfigError
+from .exceptions import Bitrix24ConfigError, Bitrix24PortalUnavailable
 
 
 class Credentials(Protocol):
@@ -46,6 +46,11 @@ class Credentials(Protocol):
 
     def moved(self, new_domain: str) -> None:
         """The portal answered 302 to ``new_domain`` (renamed); verify and follow it or raise."""
+        ...
+
+    def unavailable(self, error: Bitrix24PortalUnavailable) -> None:
+        """Bitrix24 refused a call for the portal itself (PORTAL_DELETED, NOT_INSTALLED,
+        PAYMENT_REQUIRED); record it where the credentials are kept. The client then raises it."""
         ...
 
 
@@ -92,6 +97,9 @@ class WebhookCredentials:
         from .exceptions import Bitrix24PortalMoved
 
         raise Bitrix24PortalMoved(new_domain)
+
+    def unavailable(self, error: Bitrix24PortalUnavailable) -> None:
+        """Nothing is stored for a webhook: the caller sees the raised error."""
 
     def __repr__(self) -> str:  # the secret is part of the URL: never print it
         return f"WebhookCredentials(domain={self.domain!r})"

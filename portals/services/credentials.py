@@ -7,9 +7,15 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.utils import timezone
 
+from ..bitrix.exceptions import Bitrix24PortalUnavailable
 from ..models import Portal
 from .oauth import Clock
-from .tokens import RefreshWhen, portal_raise_if_unusable, portal_tokens_refresh
+from .tokens import (
+    RefreshWhen,
+    portal_raise_if_unusable,
+    portal_record_unavailable,
+    portal_tokens_refresh,
+)
 
 # last_used_at is written at most this often per portal: it feeds the keep-alive policy, which
 # works in days, so a write per call would only load the database.
@@ -93,6 +99,11 @@ class PortalCredentials:
         self._portal = portal_domain_follow(
             portal_id=self.portal_id, new_domain=new_domain, clock=self._clock
         )
+
+    def unavailable(self, error: Bitrix24PortalUnavailable) -> None:
+        """Bitrix24 refused a call for the portal itself: make the state visible."""
+        portal_record_unavailable(portal_id=self.portal_id, error=error, clock=self._clock)
+        self._portal = None
 
     def _touch(self, portal: Portal, now: datetime) -> None:
         if portal.last_used_at is None or now - portal.last_used_at >= LAST_USED_RESOLUTION:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..bitrix.exceptions import Bitrix24InvalidToken
+from ..bitrix.exceptions import Bitrix24InvalidToken, Bitrix24PortalUnavailable
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,9 @@ class TokenCredentials:
         from ..bitrix.exceptions import Bitrix24PortalMoved
 
         raise Bitrix24PortalMoved(new_domain, member_id=self.member_id)
+
+    def unavailable(self, error: Bitrix24PortalUnavailable) -> None:
+        """A request's own token: the portal's state is the stored credentials' business."""
 
 
 def rest_call(*, credentials: TokenCredentials, method: str, params: dict[str, Any] | None = None) -> Any:

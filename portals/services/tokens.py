@@ -189,14 +189,30 @@ def _refresh_grant(server: OAuthServer, portal: Portal) -> TokenGrant:
             raise
 
 
-def _portal_record_refusal(portal: Portal, error: Bitrix24AuthError, now: datetime) -> None:
+def portal_record_unavailable(
+    *, portal_id: int, error: Bitrix24PortalUnavailable, clock: Clock | None = None
+) -> None:
+    """A REST call was refused for the portal itself (PORTAL_DELETED, NOT_INSTALLED,
+    PAYMENT_REQUIRED): record it on the portal, as a refused refresh would be, so an operator
+    sees it and later calls fail fast instead of asking Bitrix24 again."""
+    now = (clock or timezone.now)()
+    with transaction.atomic():
+        portal = Portal.objects.select_for_update().filter(pk=portal_id).first()
+        if portal is None or portal.state == Portal.State.UNINSTALLED:
+            return
+        _portal_record_refusal(portal, error, now, source="REST call refused")
+
+
+def _portal_record_refusal(
+    portal: Portal, error: Bitrix24AuthError, now: datetime, *, source: str = "refresh refused"
+) -> None:
     if isinstance(error, Bitrix24PaymentRequired):
         state = Portal.State.PAYMENT_REQUIRED
     elif isinstance(error, Bitrix24PortalUnavailable):
         state = Portal.State.UNINSTALLED
     else:  # invalid_grant, invalid_client, wrong_client, an unknown token
         state = Portal.State.REAUTH_REQUIRED
-    reason = f"refresh refused: {error.code or type(error).__name__}"
+    reason = f"{source}: {error.code or type(error).__name__}"
     if error.description:
         reason += f" ({error.description})"
     portal.state = state

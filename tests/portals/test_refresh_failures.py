@@ -118,3 +118,32 @@ def test_app_removed_without_an_uninstall_event_fails_fast(install_portal, porta
     with pytest.raises(Bitrix24InvalidGrant):
         PortalCredentials(portal.pk).access_token()
     assert portals_sandbox.counters()["token_grants"] == grants["token_grants"]
+
+
+def test_portal_deleted_answer_to_a_rest_call_is_recorded_and_later_calls_fail_fast(
+    install_portal, portals_sandbox
+):
+    from portals.bitrix.exceptions import Bitrix24PortalUnavailable
+    from portals.services.client import client_for_portal
+
+    portal = install_portal(1)
+    portals_sandbox.control("faults", member_id=portal.member_id, kind="deleted")
+    with pytest.raises(Bitrix24PortalUnavailable):
+        client_for_portal(member_id=portal.member_id).call("profile")
+    stored = Portal.objects.get(pk=portal.pk)
+    assert stored.state == Portal.State.UNINSTALLED
+    assert "PORTAL_DELETED" in stored.state_reason and stored.access_token == ""
+    requests_before = portals_sandbox.counters()["requests"]["total"]
+    with pytest.raises(Bitrix24AuthError):
+        client_for_portal(member_id=portal.member_id).call("profile")
+    assert portals_sandbox.counters()["requests"]["total"] == requests_before  # no request sent
+
+
+def test_payment_required_answer_to_a_rest_call_marks_payment_required(install_portal, portals_sandbox):
+    from portals.services.client import client_for_portal
+
+    portal = install_portal(1)
+    portals_sandbox.control("app/payment", member_id=portal.member_id, expired=True)
+    with pytest.raises(Bitrix24PaymentRequired):
+        client_for_portal(member_id=portal.member_id).call("profile")
+    assert Portal.objects.get(pk=portal.pk).state == Portal.State.PAYMENT_REQUIRED
