@@ -3,25 +3,13 @@ and a real Celery worker: install (frame POST + ONAPPINSTALL), usable calls, uni
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 import pytest
 
 from portals.models import Portal
 from portals.services.client import client_for_portal
+from tests.fixtures.portals import app_card_urls, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def wait_for(condition: Callable[[], object], timeout: float = 30.0) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
 @pytest.fixture
@@ -31,14 +19,7 @@ def app_registered(live_server, portals_sandbox, settings):
     settings.ALLOWED_HOSTS = ["*"]
     portals_sandbox.control(
         "lifecycle",
-        urls={
-            "installer": f"{base}/bitrix/install/",
-            "install_event": f"{base}/bitrix/install/",
-            "app_page": f"{base}/bitrix/app/",
-            "placement": f"{base}/bitrix/placement/{{name}}/",
-            "oauth_redirect": f"{base}/bitrix/oauth/callback/",
-            "events": f"{base}/bitrix/events/",
-        },
+        urls=app_card_urls(base),
         finish_mode="auto",
     )
     return portals_sandbox
