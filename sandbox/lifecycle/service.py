@@ -149,16 +149,7 @@ def offline_notify(sb: Sandbox, *, portal: Portal, app: AppInstall) -> None:
         wait = 0.0 if last is None else last + handler.min_timeout - loop.time()
         if wait <= 0:
             regs.last_offline_notice[handler.id] = loop.time()
-            _submit(
-                sb,
-                portal=portal,
-                app=app,
-                event="ONOFFLINEEVENT",
-                url=handler.handler,
-                handler_id=handler.id,
-                data={},
-                tokens=_tokens_for(sb, portal=portal, handler=handler, acting_user=portal.admin_user_id),
-            )
+            _send_offline_notice(sb, portal, app, handler)
         elif last is not None and last <= loop.time():
             # Mark the slot as taken now, so further changes inside the window don't schedule again.
             regs.last_offline_notice[handler.id] = last + handler.min_timeout
@@ -170,6 +161,11 @@ def _notify_one_later(sb: Sandbox, portal: Portal, app: AppInstall, handler_id: 
     handler = next((h for h in regs.handlers if h.id == handler_id), None)
     if handler is None or not app.present or not app.installed:
         return
+    _send_offline_notice(sb, portal, app, handler)
+
+
+def _send_offline_notice(sb: Sandbox, portal: Portal, app: AppInstall, handler: EventHandler) -> None:
+    """ONOFFLINEEVENT to one offline handler: "the queue has new records" (auth with refresh_token)."""
     _submit(
         sb,
         portal=portal,
