@@ -143,7 +143,7 @@ def _bodies(pairs: list[tuple[str, str]], count: int, *, forged: bool) -> list[b
 # server under test needs (both share the machine's two cores).
 
 
-async def _connection(port: int, bodies: list[bytes], results: list[tuple[int, float]]) -> None:
+async def _connection(port: int, bodies: list[bytes], results: list[tuple[float, int, float]]) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     head = (
         "POST /bitrix/events/ HTTP/1.1\r\nHost: 127.0.0.1\r\n"
@@ -165,7 +165,7 @@ async def _connection(port: int, bodies: list[bytes], results: list[tuple[int, f
             elif name.lower() == "connection" and value.strip().lower() == "close":
                 close = True
         await reader.readexactly(length)
-        results.append((int(status_line.split()[1]), time.perf_counter() - started))
+        results.append((time.time(), int(status_line.split()[1]), time.perf_counter() - started))
         if close:
             writer.close()
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -173,14 +173,17 @@ async def _connection(port: int, bodies: list[bytes], results: list[tuple[int, f
 
 
 async def _generate(port: int, bodies: list[bytes], connections: int) -> dict[str, Any]:
-    results: list[tuple[int, float]] = []
+    results: list[tuple[float, int, float]] = []
     chunks = [bodies[i::connections] for i in range(connections)]
     started = time.perf_counter()
     await asyncio.gather(*(_connection(port, chunk, results) for chunk in chunks))
     elapsed = time.perf_counter() - started
-    latencies = sorted(r[1] for r in results)
+    latencies = sorted(r[2] for r in results)
+    per_second: dict[int, int] = {}
+    for answered_at, _, _ in results:
+        per_second[int(answered_at)] = per_second.get(int(answered_at), 0) + 1
     statuses: dict[int, int] = {}
-    for status, _ in results:
+    for _, status, _ in results:
         statuses[status] = statuses.get(status, 0) + 1
     return {
         "sent": len(results),
@@ -188,6 +191,9 @@ async def _generate(port: int, bodies: list[bytes], connections: int) -> dict[st
         "rate": len(results) / elapsed,
         "p50_ms": statistics.median(latencies) * 1000,
         "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000,
+        "p999_ms": latencies[int(len(latencies) * 0.999) - 1] * 1000,
+        "max_ms": latencies[-1] * 1000,
+        "slowest_second": _slowest_second(per_second),
         "statuses": statuses,
     }
 
@@ -276,7 +282,12 @@ function request()
   return wrk.format(nil, nil, nil, bodies[sent])
 end
 
+-- Answers per wall-clock second: a stall (the server, the database or the host) shows as a gap.
+per_second = {}
+
 function response(status, headers, body)
+  local second = os.time()
+  per_second[second] = (per_second[second] or 0) + 1
   if status == 400 and extra > 0 then
     extra_answered = (extra_answered or 0) + 1
     return
@@ -293,21 +304,28 @@ end
 function done(summary, latency, requests)
   local counts = {}
   local extras = 0
+  local seconds = {}
   for _, thread in ipairs(threads) do
     extras = extras + thread:get("extra")
+    for second, n in pairs(thread:get("per_second")) do
+      seconds[second] = (seconds[second] or 0) + n
+    end
     for status, n in pairs(thread:get("statuses")) do
       counts[status] = (counts[status] or 0) + n
     end
   end
   local parts = {}
   for status, n in pairs(counts) do table.insert(parts, string.format('"%d": %d', status, n)) end
+  local timeline = {}
+  for second, n in pairs(seconds) do table.insert(timeline, string.format('[%d, %d]', second, n)) end
   local errors = summary.errors
   io.write(string.format(
-    'WRK-JSON {"sent": %d, "elapsed": %f, "p50_ms": %f, "p99_ms": %f, "max_ms": %f, ' ..
-    '"errors": %d, "extra": %d, "statuses": {%s}}\n',
+    'WRK-JSON {"sent": %d, "elapsed": %f, "p50_ms": %f, "p99_ms": %f, "p999_ms": %f, "max_ms": %f, ' ..
+    '"errors": %d, "extra": %d, "statuses": {%s}, "per_second": [%s]}\n',
     summary.requests, summary.duration / 1e6, latency:percentile(50) / 1000,
-    latency:percentile(99) / 1000, latency.max / 1000,
-    errors.connect + errors.read + errors.write + errors.timeout, extras, table.concat(parts, ", ")))
+    latency:percentile(99) / 1000, latency:percentile(99.9) / 1000, latency.max / 1000,
+    errors.connect + errors.read + errors.write + errors.timeout, extras, table.concat(parts, ", "),
+    table.concat(timeline, ", ")))
 end
 """
 
@@ -347,7 +365,16 @@ def _run_wrk(port: int, connections: int, path: Path, count: int) -> dict[str, A
         raise RuntimeError(f"wrk got {answered} answers for {count} bodies, {result['errors']} errors")
     result["sent"] = count
     result["rate"] = result["sent"] / result["elapsed"]
+    result["slowest_second"] = _slowest_second(dict(result.pop("per_second")))
     return result
+
+
+def _slowest_second(per_second: dict[int, int]) -> int | None:
+    """Fewest answers in one whole wall-clock second of the run (the first and last are partial)."""
+    if len(per_second) < 3:
+        return None
+    first, last = min(per_second), max(per_second)
+    return min(per_second.get(second, 0) for second in range(first + 1, last))
 
 
 def _pick_generator(wanted: str) -> str:
@@ -421,15 +448,19 @@ def _services_delta(before: dict[int, float]) -> float:
 def _server_command(args: argparse.Namespace, port: int) -> list[str]:
     """The web server as deploy/web.sh runs it (granian), or gunicorn gthread for comparison."""
     if args.server == "granian":
-        return [sys.executable, "-m", "granian", "--interface", "wsgi", "events.wsgi:application",
+        return [sys.executable, "-m", "granian", "--interface", "wsgi", args.app,
                 "--host", "127.0.0.1", "--port", str(port), "--workers", str(args.web_workers),
                 "--blocking-threads", str(args.web_threads), "--http", "1", "--no-ws",
                 "--backlog", "2048", "--log-level", "warning"]  # fmt: skip
-    return [sys.executable, "-m", "gunicorn", "events.wsgi:application",
+    return [sys.executable, "-m", "gunicorn", args.app,
             "--bind", f"127.0.0.1:{port}", "--workers", str(args.web_workers),
             "--threads", str(args.web_threads), "--worker-class",
             "gthread" if args.web_threads > 1 else "sync", "--backlog", "2048",
             "--keep-alive", "30", "--log-level", "warning"]  # fmt: skip
+
+
+def _nice(level: int) -> list[str]:
+    return ["nice", "-n", str(level)] if level else []
 
 
 def _wait_ready(port: int, timeout: float = 30.0) -> None:
@@ -456,6 +487,10 @@ def main() -> None:
     parser.add_argument("--celery-concurrency", type=int, default=2)
     parser.add_argument("--drain-timeout", type=float, default=120.0)
     parser.add_argument("--server", choices=["granian", "gunicorn"], default="granian")
+    parser.add_argument("--app", default="events.wsgi:application", help="the WSGI entry point to serve")
+    parser.add_argument(
+        "--worker-nice", type=int, default=0, help="run the Celery worker at this nice level (0: as is)"
+    )
     parser.add_argument(
         "--generator", choices=["auto", "wrk", "python"], default="auto",
         help="wrk (installed with apt-get if missing), the Python generator, or auto: wrk if possible",
@@ -471,8 +506,9 @@ def main() -> None:
         procs.append(subprocess.Popen(_server_command(args, port), cwd=ROOT, env=env))
         procs.append(
             subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "bitrix_app", "worker", "--loglevel", "WARNING",
-                 "--queues", env["CELERY_QUEUE"], "--concurrency", str(args.celery_concurrency),
+                [*_nice(args.worker_nice), sys.executable, "-m", "celery", "-A", "bitrix_app", "worker",
+                 "--loglevel", "WARNING", "--queues", env["CELERY_QUEUE"],
+                 "--concurrency", str(args.celery_concurrency),
                  "--without-gossip", "--without-mingle", "--without-heartbeat"],
                 cwd=ROOT, env=env,
             )
@@ -551,11 +587,12 @@ def _print_table(
           f"load average {load:.1f} at the end\n")  # fmt: skip
     print("CPU in ms per request: web server, Celery worker, PostgreSQL + Redis (all their clients), "
           "load generator, total\n")  # fmt: skip
-    print("| path | requests | events/s | p50 ms | p99 ms | web | worker | pg+redis | generator | total "
-          "| statuses |")  # fmt: skip
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    print("| path | requests | events/s | slowest second | p50 ms | p99 ms | p99.9 ms | max ms | web "
+          "| worker | pg+redis | generator | total | statuses |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for name, r in (("accepted", accepted), ("forged", forged)):
-        print(f"| {name} | {r['sent']} | {r['rate']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} "
+        print(f"| {name} | {r['sent']} | {r['rate']:.0f} | {r['slowest_second'] or '-'} | {r['p50_ms']:.1f} "
+              f"| {r['p99_ms']:.1f} | {r['p999_ms']:.1f} | {r['max_ms']:.1f} "
               f"| {r['web_cpu_ms']:.2f} | {r['worker_cpu_ms']:.2f} | {r['services_cpu_ms']:.2f} "
               f"| {r['generator_cpu_ms']:.2f} | {r['total_cpu_ms']:.2f} | {r['statuses']} |")  # fmt: skip
     ok = (

@@ -199,6 +199,10 @@ def split_form(body: bytes) -> dict[str, Any]:
         raise InvalidEventPayload("body is not UTF-8") from None
     except ValueError:
         raise InvalidEventPayload(f"malformed form body: more than {_MAX_FIELDS} fields") from None
+    # No text a Bitrix24 object holds contains NUL, and PostgreSQL can't store one in jsonb: refused
+    # here, it can't fail the INSERT it would share with other events (group commit).
+    if "%00" in text or "\x00" in text:
+        raise InvalidEventPayload("NUL character in the body")
     fields: dict[str, Any] = {}
     for key, value in pairs:
         if key in fields:
@@ -325,6 +329,8 @@ def parse_offline_record(record: Mapping[str, Any], *, member_id: str) -> EventP
     data = record.get("EVENT_DATA") or {}
     if not isinstance(data, dict):
         data = {"_": data}
+    if _holds_nul(data):  # PostgreSQL can't store NUL in jsonb (see split_form)
+        raise InvalidEventPayload("offline record with a NUL character")
     additional = record.get("EVENT_ADDITIONAL") or {}
     auth: dict[str, Any] = {"member_id": member_id}
     if isinstance(additional, dict) and additional.get("user_id") is not None:
@@ -338,6 +344,16 @@ def parse_offline_record(record: Mapping[str, Any], *, member_id: str) -> EventP
         offline=True,
         message_id=message_id,
     )
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(item) for item in value)
+    return False
 
 
 def _parse_offline_timestamp(value: Any) -> datetime | None:

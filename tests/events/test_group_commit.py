@@ -10,29 +10,29 @@ from django.db import connection
 from django.utils import timezone
 
 from events.models import Event
-from events.services.intake import GroupInsert, _insert_many
+from events.services.intake import EventRow, GroupInsert, _insert_many
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def row(portal_id: int, key: str) -> tuple:
-    now = timezone.now()
-    return (
-        portal_id,
-        "ONCRMDEALUPDATE",
-        f"ONCRMDEAL:{key}",
-        now,
-        "online",
-        key,
-        3,
-        '{"k": 1}',
-        "pending",
-        now,
-        now,
-    )
+def row(portal_id: int, key: str) -> EventRow:
+    now = timezone.now().isoformat()
+    return {
+        "portal_id": portal_id,
+        "event": "ONCRMDEALUPDATE",
+        "object_key": f"ONCRMDEAL:{key}",
+        "ts": now,
+        "source": "online",
+        "idempotency_key": key,
+        "shard": 3,
+        "payload": {"k": 1},
+        "status": "pending",
+        "available_at": now,
+        "received_at": now,
+    }
 
 
-def run_concurrently(group: GroupInsert, rows: list[tuple]) -> list[object]:
+def run_concurrently(group: GroupInsert, rows: list[EventRow]) -> list[object]:
     """Each row inserted from its own thread (its own database connection), as request threads do."""
     results: list[object] = [None] * len(rows)
     start = threading.Barrier(len(rows))
@@ -58,7 +58,7 @@ def test_concurrent_rows_share_commits_and_each_gets_its_own_outcome(make_portal
     portal = make_portal(member_id="m-group", application_token="t")
     batches: list[int] = []
 
-    def write(batch: list[tuple]) -> list[int | None]:
+    def write(batch: list[EventRow]) -> list[int | None]:
         batches.append(len(batch))
         if len(batches) == 1:
             time.sleep(0.3)  # the first INSERT is slow: everyone else queues behind it
@@ -93,7 +93,7 @@ def test_a_failed_insert_fails_its_whole_batch_and_the_next_one_works(make_porta
     portal = make_portal(member_id="m-group-fail", application_token="t")
     calls: list[int] = []
 
-    def write(batch: list[tuple]) -> list[int | None]:
+    def write(batch: list[EventRow]) -> list[int | None]:
         calls.append(len(batch))
         if len(calls) == 1:
             time.sleep(0.3)

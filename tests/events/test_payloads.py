@@ -18,7 +18,7 @@ from portals.bitrix.events import (
     token_digest,
     verify_application_token,
 )
-from portals.bitrix.exceptions import InvalidApplicationToken
+from portals.bitrix.exceptions import InvalidApplicationToken, InvalidEventPayload
 from tests.fixtures.events import form_body, load_payload
 
 
@@ -107,10 +107,25 @@ def test_age_window_applies_to_online_events_only():
     assert parse_offline_record(later, member_id="m1").idempotency_key() != offline.idempotency_key()
 
 
+def test_nul_is_refused_online_and_offline():
+    payload = load_payload("oncrmdealupdate__basic", ts=1736405807)
+    payload["data"]["FIELDS"]["TITLE"] = "a\x00b"
+    with pytest.raises(InvalidEventPayload, match="NUL"):
+        parse_event_body(form_body(payload))
+    record = {"ID": "5", "EVENT_NAME": "ONCRMDEALUPDATE", "EVENT_DATA": {"FIELDS": {"T": ["\x00"]}}}
+    with pytest.raises(InvalidEventPayload, match="NUL"):
+        parse_offline_record(record, member_id="m1")
+    # A backslash and "u0000" is plain text, not a NUL.
+    record["EVENT_DATA"] = {"FIELDS": {"ID": "5", "T": "\\u0000"}}
+    assert parse_offline_record(record, member_id="m1").data["FIELDS"]["T"] == "\\u0000"
+
+
 # Nested form data as PHP builds it: string leaves, dict keys that are not plain integers.
 _key_chars = st.characters(min_codepoint=48, max_codepoint=122, categories=["L", "N"])
 _keys = st.text(alphabet=_key_chars, min_size=1, max_size=8).filter(lambda k: not k.isdigit())
-_leaves = st.text(max_size=20).filter(lambda v: v != "")
+# NUL is refused on purpose (test_nul_is_refused_online_and_offline), so no leaf holds one.
+_leaf_chars = st.characters(exclude_categories=["Cs"], exclude_characters="\x00")
+_leaves = st.text(alphabet=_leaf_chars, max_size=20).filter(lambda v: v != "")
 _data = st.recursive(
     _leaves, lambda children: st.dictionaries(_keys, children, min_size=1, max_size=4), max_leaves=12
 )

@@ -159,6 +159,8 @@ def test_portal_without_stored_token_refuses_everything(client, make_portal):
         (b"event=ONCRMDEALUPDATE&ts=1&auth=flat&auth[member_id]=abc", "auth"),
         (b"event=ONCRMDEALUPDATE&ts=1&auth[member_id][x]=abc&auth[application_token]=x", "member_id"),
         ("&".join(f"k{i}=v" for i in range(2500)).encode(), "malformed"),
+        (b"event=ONCRMDEALUPDATE&ts=1&auth[member_id]=abc&auth[application_token]=x&data[T]=a%00b", "NUL"),
+        (b"event=ONCRMDEALUPDATE&ts=1&auth[member_id]=abc&auth[application_token]=x&data[T]=a\x00b", "NUL"),
     ],
 )
 def test_unparseable_body_is_400_with_a_reason(client, body, reason):
