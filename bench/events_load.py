@@ -459,10 +459,6 @@ def _server_command(args: argparse.Namespace, port: int) -> list[str]:
             "--keep-alive", "30", "--log-level", "warning"]  # fmt: skip
 
 
-def _nice(level: int) -> list[str]:
-    return ["nice", "-n", str(level)] if level else []
-
-
 def _wait_ready(port: int, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -489,9 +485,6 @@ def main() -> None:
     parser.add_argument("--server", choices=["granian", "gunicorn"], default="granian")
     parser.add_argument("--app", default="events.wsgi:application", help="the WSGI entry point to serve")
     parser.add_argument(
-        "--worker-nice", type=int, default=0, help="run the Celery worker at this nice level (0: as is)"
-    )
-    parser.add_argument(
         "--generator", choices=["auto", "wrk", "python"], default="auto",
         help="wrk (installed with apt-get if missing), the Python generator, or auto: wrk if possible",
     )  # fmt: skip
@@ -506,7 +499,7 @@ def main() -> None:
         procs.append(subprocess.Popen(_server_command(args, port), cwd=ROOT, env=env))
         procs.append(
             subprocess.Popen(
-                [*_nice(args.worker_nice), sys.executable, "-m", "celery", "-A", "bitrix_app", "worker",
+                [sys.executable, "-m", "celery", "-A", "bitrix_app", "worker",
                  "--loglevel", "WARNING", "--queues", env["CELERY_QUEUE"],
                  "--concurrency", str(args.celery_concurrency),
                  "--without-gossip", "--without-mingle", "--without-heartbeat"],

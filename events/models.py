@@ -69,6 +69,12 @@ class Event(models.Model):
                 name="event_pending_idx",
                 condition=models.Q(status="pending"),
             ),
+            # Events waiting for their retry, which hold back the later events of their object.
+            models.Index(
+                fields=["shard", "portal", "object_key"],
+                name="event_retry_idx",
+                condition=models.Q(status="pending", attempts__gt=0),
+            ),
             models.Index(fields=["status", "processed_at"], name="event_status_idx"),
         ]
 

@@ -22,15 +22,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
+import psycopg
 import redis
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F
 from django.utils import timezone
 
 from events import registry
 from events.models import Event
+from portals.bitrix.events import LIFECYCLE_EVENTS, payload_from_json
 from portals.models import Portal
 
 logger = logging.getLogger("events")
@@ -153,8 +155,9 @@ def events_drain_shard(
         if not acquired:
             return None
         started = timezone.now()
+        portals: dict[int, Portal] = {}
         while True:
-            batch = _drain_batch(shard=shard, now=timezone.now(), report=report)
+            batch = _drain_batch(shard=shard, now=timezone.now(), report=report, portals=portals)
             if batch:
                 if (timezone.now() - started).total_seconds() > time_budget:
                     _wake_flag_clear(shard)
@@ -200,82 +203,116 @@ def _schedule_next_retry(shard: int) -> None:
     events_drain.apply_async(args=[shard], kwargs={"scheduled": True}, countdown=delay)
 
 
-def _blocked_objects(*, shard: int, now: datetime) -> dict[tuple[int, str], tuple[datetime, int]]:
-    """For each object with an event waiting for its retry: that event's (ts, id)."""
-    rows = (
-        Event.objects.pending()
-        .filter(shard=shard, available_at__gt=now)
-        .order_by("portal_id", "object_key", "ts", "id")
-        .distinct("portal_id", "object_key")
-        .values_list("portal_id", "object_key", "ts", "id")
-    )
-    return {(portal_id, key): (ts, pk) for portal_id, key, ts, pk in rows}
+# Due events of one shard in (ts, id) order, minus those behind an earlier event of their object
+# that waits for its retry (so an object's events are never reordered, and other objects proceed).
+# Rows waiting for a retry are pending with attempts > 0: event_retry_idx holds just them, so the
+# NOT EXISTS is one lookup in a tiny index per candidate. Raw SQL, prepared once per connection:
+# compiling the ORM's version cost more worker CPU than the handlers (docs/events.md, Benchmark).
+_DUE_SQL = """
+SELECT e.id, e.portal_id, e.event, e.object_key, e.ts, e.attempts, e.payload
+FROM events_event e
+WHERE e.shard = %(shard)s AND e.status = 'pending' AND e.available_at <= %(now)s
+  AND NOT EXISTS (
+      SELECT 1 FROM events_event b
+      WHERE b.shard = %(shard)s AND b.status = 'pending' AND b.attempts > 0
+        AND b.portal_id = e.portal_id AND b.object_key = e.object_key
+        AND b.available_at > %(now)s AND (b.ts, b.id) < (e.ts, e.id))
+ORDER BY e.ts, e.id
+LIMIT %(limit)s
+"""
+
+_DONE_SQL = """
+UPDATE events_event SET status = 'done', processed_at = %s, attempts = attempts + 1, last_error = ''
+WHERE id = ANY(%s)
+"""
 
 
-def _drain_batch(*, shard: int, now: datetime, report: DrainReport) -> int:
-    """Dispatch one batch; returns how many events changed state (0: nothing left to do now)."""
-    blocked = _blocked_objects(shard=shard, now=now)
-    due: list[Event] = []
-    skipped: list[int] = []
-    # Events behind a blocked one are skipped; keep reading past them so other objects progress.
-    while len(due) < settings.BITRIX24_EVENT_BATCH_SIZE:
-        rows = list(
-            Event.objects.due(now)
-            .filter(shard=shard)
-            .exclude(id__in=[*skipped, *(row.pk for row in due)])
-            .order_by("ts", "id")[: settings.BITRIX24_EVENT_BATCH_SIZE]
-        )
-        if not rows:
-            break
-        for row in rows:
-            mark = blocked.get((row.portal_id, row.object_key))
-            if mark is not None and mark < (row.ts, row.pk):
-                skipped.append(row.pk)
-            else:
-                due.append(row)
-        if len(rows) < settings.BITRIX24_EVENT_BATCH_SIZE or not skipped:
-            break
+@dataclass(frozen=True, slots=True)
+class DueEvent:
+    """The columns of a pending event that dispatching reads (a model instance costs more)."""
+
+    id: int
+    portal_id: int
+    event: str
+    object_key: str
+    ts: datetime
+    attempts: int
+    payload: dict[str, Any]
+
+
+def _execute(sql: str, params: Any) -> psycopg.Cursor:
+    """Run ``sql`` as a prepared statement on Django's connection (server-side binding)."""
+    connection.ensure_connection()
+    cursor = psycopg.Cursor(connection.connection)
+    with connection.wrap_database_errors:
+        cursor.execute(sql, params, prepare=True)
+    return cursor
+
+
+def _due_events(*, shard: int, now: datetime) -> list[DueEvent]:
+    with _execute(_DUE_SQL, {"shard": shard, "now": now, "limit": settings.BITRIX24_EVENT_BATCH_SIZE}) as c:
+        rows = c.fetchall()
+    # Django's connection hands jsonb back as text (JSONField decodes it itself).
+    return [
+        DueEvent(pk, portal_id, event, key, ts, attempts, json.loads(payload))
+        for pk, portal_id, event, key, ts, attempts, payload in rows
+    ]
+
+
+def _drain_batch(*, shard: int, now: datetime, report: DrainReport, portals: dict[int, Portal]) -> int:
+    """Dispatch one batch; returns how many events changed state (0: nothing left to do now).
+
+    ``portals`` is the drain run's cache of the batch's portals (a run lasts seconds; a lifecycle
+    event drops its portal from it, since its handlers change the portal).
+    """
+    due = _due_events(shard=shard, now=now)
     if not due:
         return 0
-    portals = Portal.objects.in_bulk({row.portal_id for row in due})
+    missing = {row.portal_id for row in due} - portals.keys()
+    if missing:
+        portals.update(Portal.objects.in_bulk(missing))
+    blocked: dict[tuple[int, str], tuple[datetime, int]] = {}
     done: list[int] = []
     for row in due:
         key = (row.portal_id, row.object_key)
         mark = blocked.get(key)
-        if mark is not None and mark < (row.ts, row.pk):
+        if mark is not None and mark < (row.ts, row.id):
             continue  # an earlier event of this object failed in this batch
-        outcome = _dispatch(row, portals[row.portal_id], now=now)
+        portal = portals.get(row.portal_id)
+        if portal is None:
+            continue  # deleted since the SELECT: its events went with it (on delete cascade)
+        outcome = _dispatch(row, portal, now=now)
+        if row.event in LIFECYCLE_EVENTS:  # its handlers may have changed the portal
+            portals.pop(row.portal_id, None)
         if outcome == "done":
-            done.append(row.pk)
+            done.append(row.id)
             report.done += 1
         elif outcome == "retry":
-            blocked[key] = (row.ts, row.pk)
+            blocked[key] = (row.ts, row.id)
             report.retried += 1
         elif outcome == "failed":
             report.failed += 1
         else:
             report.ignored += 1
     if done:
-        Event.objects.filter(id__in=done).update(
-            status=Event.Status.DONE, processed_at=now, attempts=F("attempts") + 1, last_error=""
-        )
+        _execute(_DONE_SQL, [now, done]).close()
     return len(due)
 
 
-def _dispatch(row: Event, portal: Portal, *, now: datetime) -> str:
+def _dispatch(row: DueEvent, portal: Portal, *, now: datetime) -> str:
     """Run the handlers of one event; record a failure or an ignore on the row itself."""
     handlers = registry.handlers_for(row.event)
-    payload = row.as_payload()
+    payload = payload_from_json(row.payload)
     reason = ""
     if not handlers:
         reason = "no handler registered"
     elif portal.state == Portal.State.UNINSTALLED and not payload.is_lifecycle:
         reason = "portal uninstalled"
     if reason:
-        Event.objects.filter(pk=row.pk).update(
+        Event.objects.filter(pk=row.id).update(
             status=Event.Status.IGNORED, processed_at=now, last_error=reason
         )
-        logger.info("events.dispatch.ignored", extra={"event_id": row.pk, "reason": reason})
+        logger.info("events.dispatch.ignored", extra={"event_id": row.id, "reason": reason})
         return "ignored"
     try:
         for handler in handlers:
@@ -285,26 +322,26 @@ def _dispatch(row: Event, portal: Portal, *, now: datetime) -> str:
     return "done"
 
 
-def _record_failure(row: Event, error: Exception, *, now: datetime) -> str:
+def _record_failure(row: DueEvent, error: Exception, *, now: datetime) -> str:
     attempts = row.attempts + 1
     message = f"{type(error).__name__}: {error}"[:_MAX_ERROR_CHARS]
     retryable = getattr(error, "retryable", True)
     if not retryable or attempts >= settings.BITRIX24_EVENT_MAX_ATTEMPTS:
-        Event.objects.filter(pk=row.pk).update(
+        Event.objects.filter(pk=row.id).update(
             status=Event.Status.FAILED, attempts=attempts, last_error=message, processed_at=now
         )
         logger.warning(
             "events.dispatch.failed",
-            extra={"event_id": row.pk, "event": row.event, "attempts": attempts, "error": message},
+            extra={"event_id": row.id, "event": row.event, "attempts": attempts, "error": message},
         )
         return "failed"
     delay = retry_delay(attempts)
-    Event.objects.filter(pk=row.pk).update(
+    Event.objects.filter(pk=row.id).update(
         attempts=attempts, last_error=message, available_at=now + timedelta(seconds=delay)
     )
     logger.info(
         "events.dispatch.retry",
-        extra={"event_id": row.pk, "event": row.event, "attempts": attempts, "delay": delay},
+        extra={"event_id": row.id, "event": row.event, "attempts": attempts, "delay": delay},
     )
     return "retry"
 
