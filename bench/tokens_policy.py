@@ -109,11 +109,11 @@ def simulate(args: argparse.Namespace, rng: random.Random, sandbox) -> int:  # n
     from django.db import connection
     from django.utils import timezone
 
+    from bitrix_app.redis_client import redis_client
     from portals.bitrix.exceptions import Bitrix24Error, Bitrix24InvalidToken, Bitrix24TokenExpired
     from portals.models import Portal
     from portals.services.client import client_for_credentials
     from portals.services.credentials import PortalCredentials
-    from portals.services.locks import redis_client
     from portals.services.sweep import dormant_age, portals_sweep_plan, warm_window
     from portals.services.tokens import RefreshWhen, portal_tokens_refresh
 

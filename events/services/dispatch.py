@@ -7,29 +7,35 @@ while it was finishing is never left behind; a periodic sweep (``events_sweep``)
 died holding the flag (which also expires).
 
 Ordering: all events of one (portal, object) fall into one shard; a shard is drained by one worker at
-a time (a PostgreSQL advisory lock, released by the server if the worker dies), in (ts, id) order.
-An event waiting for a retry blocks the later events of its object until it is done or failed.
+a time (a PostgreSQL advisory lock, released by the server if the worker dies; on SQLite, which is one
+machine, a file lock, released by the OS), in (ts, id) order. An event waiting for a retry blocks the
+later events of its object until it is done or failed.
 """
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import json
 import logging
+import os
 import random
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
-import psycopg
 import redis
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import close_old_connections, connection, transaction
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
+from bitrix_app.redis_client import redis_client
 from events import registry
 from events.models import Event
 from portals.bitrix.events import LIFECYCLE_EVENTS, payload_from_json
@@ -47,9 +53,10 @@ _MAX_ERROR_CHARS = 2000
 _GATHER_SECONDS = 0.05
 
 
-@functools.cache
-def _redis_for(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url)
+def _redis() -> redis.Redis:
+    client = redis_client()
+    assert client is not None, "called only with REDIS_URL set"
+    return client
 
 
 def _wake_key(shard: int) -> str:
@@ -78,7 +85,7 @@ def events_wake(*, shard: int, force: bool = False) -> None:
     if not force and seen - _wake_seen.get(shard, -1.0) < _WAKE_MEMO_SECONDS:
         return
     _wake_seen[shard] = seen  # taken before the SET: the flag existed at least from this moment
-    if _redis_for(settings.REDIS_URL).set(_wake_key(shard), "1", nx=True, ex=_WAKE_FLAG_SECONDS):
+    if _redis().set(_wake_key(shard), "1", nx=True, ex=_WAKE_FLAG_SECONDS):
         events_drain.delay(shard)
 
 
@@ -94,7 +101,7 @@ def events_wake_many(*, shards: set[int]) -> None:
     due = sorted(shard for shard in shards if seen - _wake_seen.get(shard, -1.0) >= _WAKE_MEMO_SECONDS)
     if not due:
         return
-    pipe = _redis_for(settings.REDIS_URL).pipeline(transaction=False)
+    pipe = _redis().pipeline(transaction=False)
     for shard in due:
         _wake_seen[shard] = seen
         pipe.set(_wake_key(shard), "1", nx=True, ex=_WAKE_FLAG_SECONDS)
@@ -103,13 +110,71 @@ def events_wake_many(*, shards: set[int]) -> None:
             events_drain.delay(shard)
 
 
+class ShardWaker:
+    """Wakes shards from one background thread per process, so no request waits on Redis or the broker.
+
+    A group commit's leader used to wake its batch's shards itself before answering (a Redis round
+    trip, sometimes a broker publish); under load a new Redis connection once held it for 5 s
+    (docs/events.md, Benchmark). Now it hands the shards over and answers, and the thread wakes all
+    it was handed while busy with one round trip. A wake-up that fails, or that the process exits
+    before sending, is made good by the periodic sweep (``events_sweep``): the events are committed.
+    """
+
+    def __init__(self, wake: Callable[[set[int]], None]):
+        self._wake = wake
+        self._reset()
+        # A forked child has no thread, and must not inherit a lock some thread held at fork time.
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._cond = threading.Condition()
+        self._pending: set[int] = set()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, shards: set[int]) -> None:
+        with self._cond:
+            self._pending |= shards
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="events-shard-waker", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending:
+                    self._cond.wait()
+                shards, self._pending = self._pending, set()
+            try:
+                self._wake(shards)
+            except Exception as e:
+                logger.warning(
+                    "events.wake_failed", extra={"error": type(e).__name__, "shards": sorted(shards)}
+                )
+            finally:
+                close_old_connections()  # in single-process mode the drain itself runs here
+
+
+_waker = ShardWaker(lambda shards: events_wake_many(shards=shards))
+
+
+def events_wake_soon(*, shards: set[int]) -> None:
+    """:func:`events_wake_many` from the process's waker thread: returns at once."""
+    _waker.submit(shards)
+
+
 def _wake_flag_clear(shard: int) -> None:
     if settings.REDIS_URL:
-        _redis_for(settings.REDIS_URL).delete(_wake_key(shard))
+        _redis().delete(_wake_key(shard))
 
 
 @contextmanager
 def _shard_lock(shard: int) -> Iterator[bool]:
+    """Try to take the right to drain ``shard``; yields whether this caller has it."""
+    if connection.vendor != "postgresql":
+        with _file_lock(shard) as acquired:
+            yield acquired
+        return
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [_LOCK_CLASS, shard])
         acquired = bool(cursor.fetchone()[0])
@@ -119,6 +184,25 @@ def _shard_lock(shard: int) -> Iterator[bool]:
         if acquired:
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [_LOCK_CLASS, shard])
+
+
+@contextmanager
+def _file_lock(shard: int) -> Iterator[bool]:
+    # SQLite is one machine: an flock on a file beside the database excludes other threads and
+    # processes alike and, like the advisory lock, is released when its holder dies. (The standard
+    # library's fcntl does it in a few lines; no package needed.)
+    database = Path(str(connection.settings_dict["NAME"]))
+    path = database.with_name(f"{database.name}.events-shard-{shard}.lock")
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @dataclass
@@ -150,7 +234,7 @@ def events_drain_shard(
     report = DrainReport()
     if scheduled and settings.REDIS_URL:
         # This is the delayed drain of a retry: from now on a new one may be scheduled.
-        _redis_for(settings.REDIS_URL).delete(_retry_key(shard))
+        _redis().delete(_retry_key(shard))
     with _shard_lock(shard) as acquired:
         if not acquired:
             return None
@@ -198,33 +282,9 @@ def _schedule_next_retry(shard: int) -> None:
         # behind a later one are picked up by that drain or by the sweep.
         # The key outlives the countdown so a lost task still frees it (the sweep does the work).
         ttl = int(delay * 1000) + 60_000
-        if not _redis_for(settings.REDIS_URL).set(_retry_key(shard), "1", nx=True, px=ttl):
+        if not _redis().set(_retry_key(shard), "1", nx=True, px=ttl):
             return
     events_drain.apply_async(args=[shard], kwargs={"scheduled": True}, countdown=delay)
-
-
-# Due events of one shard in (ts, id) order, minus those behind an earlier event of their object
-# that waits for its retry (so an object's events are never reordered, and other objects proceed).
-# Rows waiting for a retry are pending with attempts > 0: event_retry_idx holds just them, so the
-# NOT EXISTS is one lookup in a tiny index per candidate. Raw SQL, prepared once per connection:
-# compiling the ORM's version cost more worker CPU than the handlers (docs/events.md, Benchmark).
-_DUE_SQL = """
-SELECT e.id, e.portal_id, e.event, e.object_key, e.ts, e.attempts, e.payload
-FROM events_event e
-WHERE e.shard = %(shard)s AND e.status = 'pending' AND e.available_at <= %(now)s
-  AND NOT EXISTS (
-      SELECT 1 FROM events_event b
-      WHERE b.shard = %(shard)s AND b.status = 'pending' AND b.attempts > 0
-        AND b.portal_id = e.portal_id AND b.object_key = e.object_key
-        AND b.available_at > %(now)s AND (b.ts, b.id) < (e.ts, e.id))
-ORDER BY e.ts, e.id
-LIMIT %(limit)s
-"""
-
-_DONE_SQL = """
-UPDATE events_event SET status = 'done', processed_at = %s, attempts = attempts + 1, last_error = ''
-WHERE id = ANY(%s)
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,23 +300,29 @@ class DueEvent:
     payload: dict[str, Any]
 
 
-def _execute(sql: str, params: Any) -> psycopg.Cursor:
-    """Run ``sql`` as a prepared statement on Django's connection (server-side binding)."""
-    connection.ensure_connection()
-    cursor = psycopg.Cursor(connection.connection)
-    with connection.wrap_database_errors:
-        cursor.execute(sql, params, prepare=True)
-    return cursor
-
-
 def _due_events(*, shard: int, now: datetime) -> list[DueEvent]:
-    with _execute(_DUE_SQL, {"shard": shard, "now": now, "limit": settings.BITRIX24_EVENT_BATCH_SIZE}) as c:
-        rows = c.fetchall()
-    # Django's connection hands jsonb back as text (JSONField decodes it itself).
-    return [
-        DueEvent(pk, portal_id, event, key, ts, attempts, json.loads(payload))
-        for pk, portal_id, event, key, ts, attempts, payload in rows
-    ]
+    """Due events of ``shard`` in (ts, id) order, minus those behind a retry-waiting event of their object.
+
+    One query (values, not model instances: building those cost more worker CPU than the handlers).
+    Rows waiting for a retry are pending with attempts > 0, which event_retry_idx holds apart, so
+    the NOT EXISTS is a lookup in a tiny index.
+    """
+    behind_retry = Event.objects.filter(
+        shard=shard,
+        status=Event.Status.PENDING,
+        attempts__gt=0,
+        available_at__gt=now,
+        portal_id=OuterRef("portal_id"),
+        object_key=OuterRef("object_key"),
+    ).filter(Q(ts__lt=OuterRef("ts")) | Q(ts=OuterRef("ts"), id__lt=OuterRef("id")))
+    rows = (
+        Event.objects.due(now)
+        .filter(shard=shard)
+        .filter(~Exists(behind_retry))
+        .order_by("ts", "id")
+        .values_list("id", "portal_id", "event", "object_key", "ts", "attempts", "payload")
+    )[: settings.BITRIX24_EVENT_BATCH_SIZE]
+    return [DueEvent(*row) for row in rows]
 
 
 def _drain_batch(*, shard: int, now: datetime, report: DrainReport, portals: dict[int, Portal]) -> int:
@@ -295,7 +361,9 @@ def _drain_batch(*, shard: int, now: datetime, report: DrainReport, portals: dic
         else:
             report.ignored += 1
     if done:
-        _execute(_DONE_SQL, [now, done]).close()
+        Event.objects.filter(id__in=done).update(
+            status=Event.Status.DONE, processed_at=now, attempts=F("attempts") + 1, last_error=""
+        )
     return len(due)
 
 

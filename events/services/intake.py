@@ -19,7 +19,7 @@ from typing import Any
 
 import psycopg
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 
 from events import registry
 from events.models import Event
@@ -159,23 +159,25 @@ def event_store(*, portal_id: int, payload: EventPayload, now: datetime) -> int 
     Returns the new row's id, or None when the same change was stored before (a duplicate). The
     row is committed when this returns (or, inside a caller's transaction, with it).
     """
-    received = now.isoformat()
     row: EventRow = {
         "portal_id": portal_id,
         "event": payload.event,
         "object_key": payload.object_key,
-        "ts": payload.ts.isoformat() if payload.ts else received,
+        "ts": payload.ts or now,
         "source": Event.Source.OFFLINE.value if payload.offline else Event.Source.ONLINE.value,
         "idempotency_key": payload.idempotency_key(),
         "shard": event_shard(portal_id=portal_id, object_key=payload.object_key),
         "payload": payload.as_json(),
         "status": Event.Status.PENDING.value,
-        "available_at": received,
-        "received_at": received,
+        "available_at": now,
+        "received_at": now,
     }
-    if not connection.in_atomic_block and settings.BITRIX24_EVENT_GROUP_COMMIT:
-        return _group.insert(row)  # the batch's leader wakes the shards after its commit
-    [event_id] = _insert_many([row])  # inside a transaction: joins the caller's
+    if connection.vendor != "postgresql":
+        event_id = _insert_portable(row)
+    elif not connection.in_atomic_block and settings.BITRIX24_EVENT_GROUP_COMMIT:
+        return _group.insert(row)  # the batch's leader hands the shards to the waker after commit
+    else:
+        [event_id] = _insert_many([row])  # inside a transaction: joins the caller's
     if event_id is None:
         return None
     # Imported here: dispatch imports the registry's handlers, which may import services using intake.
@@ -186,17 +188,17 @@ def event_store(*, portal_id: int, payload: EventPayload, now: datetime) -> int 
 
 
 def _wake_batch(batch: list[EventRow], results: list[int | None]) -> None:
-    """After a group commit: wake the shards that got new rows, with one Redis round trip."""
+    """After a group commit: hand the shards that got new rows to the waker thread."""
     # Imported here: dispatch imports the registry's handlers, which may import services using intake.
-    from events.services.dispatch import events_wake_many
+    from events.services.dispatch import events_wake_soon
 
     shards = {row["shard"] for row, result in zip(batch, results, strict=True) if result is not None}
     if shards:
-        events_wake_many(shards=shards)
+        events_wake_soon(shards=shards)
 
 
 def _insert_many(batch: list[EventRow]) -> list[int | None]:
-    """One INSERT of every row of ``batch``: each row's new id, or None (a duplicate).
+    """One INSERT of every row of ``batch`` (PostgreSQL): each row's new id, or None (a duplicate).
 
     Outside a transaction the statement commits on its own (autocommit); inside one it joins it.
     """
@@ -207,12 +209,23 @@ def _insert_many(batch: list[EventRow]) -> list[int | None]:
     # one INSERT instead: wrap_database_errors marks it, the end of the request closes it, and the
     # next request reconnects (tested).
     connection.ensure_connection()
-    document = json.dumps(batch, ensure_ascii=False, separators=(",", ":"))
+    document = json.dumps(batch, ensure_ascii=False, separators=(",", ":"), default=datetime.isoformat)
     with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
         cursor.execute(_INSERT_SQL, [document], prepare=True)
         inserted = {(portal_id, key): int(pk) for pk, portal_id, key in cursor.fetchall()}
     # The same change twice in one batch: the first request gets the row, the others a duplicate.
     return [inserted.pop((row["portal_id"], row["idempotency_key"]), None) for row in batch]
+
+
+def _insert_portable(row: EventRow) -> int | None:
+    """The same INSERT through the ORM, on databases other than PostgreSQL (SQLite: one machine)."""
+    try:
+        with transaction.atomic():
+            return Event.objects.create(**row).pk
+    except IntegrityError:
+        if Event.objects.filter(portal_id=row["portal_id"], idempotency_key=row["idempotency_key"]).exists():
+            return None  # a duplicate
+        raise
 
 
 class _Waiter:

@@ -11,8 +11,9 @@ import functools
 import os
 from urllib.parse import urlsplit
 
-import redis
 from django.conf import settings
+
+from bitrix_app.redis_client import redis_client
 
 from ..bitrix.client import Bitrix24Client, RetryPolicy
 from ..bitrix.credentials import Credentials, WebhookCredentials
@@ -24,17 +25,8 @@ from ..bitrix.transport import Transport, TransportConfig
 
 
 @functools.lru_cache(maxsize=4)
-def _redis(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, health_check_interval=30)
-
-
-def shared_redis() -> redis.Redis | None:
-    return _redis(settings.REDIS_URL) if settings.REDIS_URL else None
-
-
-@functools.lru_cache(maxsize=4)
 def _parts(redis_url: str, prefix: str) -> tuple[Limiter, OperatingLedger, Metrics]:
-    conn = _redis(redis_url) if redis_url else None
+    conn = redis_client(redis_url)
     headroom = settings.BITRIX24_LIMITER_HEADROOM
     limiter: Limiter = (
         RedisLimiter(conn, prefix=prefix, headroom=headroom) if conn else LocalLimiter(headroom=headroom)

@@ -9,25 +9,14 @@ caller re-reads the row and sees the rotated pair.
 from __future__ import annotations
 
 import contextlib
-import functools
 from collections.abc import Iterator
 
 import redis
 from django.conf import settings
 
+from bitrix_app.redis_client import redis_client
+
 from ..bitrix.exceptions import Bitrix24TransportError
-
-
-@functools.cache
-def _client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, health_check_interval=30)
-
-
-def redis_client() -> redis.Redis | None:
-    """The shared Redis client, or None in single-process mode (no REDIS_URL)."""
-    if not settings.REDIS_URL:
-        return None
-    return _client(settings.REDIS_URL)
 
 
 def refresh_lock_key(portal_id: int) -> str:

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def row(portal_id: int, key: str) -> EventRow:
-    now = timezone.now().isoformat()
+    now = timezone.now()
     return {
         "portal_id": portal_id,
         "event": "ONCRMDEALUPDATE",
