@@ -3,13 +3,14 @@
 Starts the web server as deploy/web.sh does (granian, the events.wsgi entry point; --server gunicorn
 to compare), a Celery worker and, from a second process, a load generator on loopback (wrk, installed
 when missing, else the Python generator); N portals; a recording no-op handler
-(bench/events_recorder.py). Prints a table: accepted events/s, p50/p99 latency of accepted and of
-forged events, CPU per request of each part, and the after-run check stored = sent = dispatched
-exactly once.
+(bench/events_recorder.py). Three passes: accepted events as fast as the server answers them
+(throughput), accepted events arriving at --rate per second (latency at the target rate), forged
+events. Prints a table: events/s, the slowest whole second, latency percentiles, CPU per request of
+each part, and the after-run check stored = sent = dispatched exactly once.
 
-    .venv/bin/python bench/events_load.py [--events 20000] [--portals 200] [--connections 16]
-        [--web-workers 2] [--web-threads 4] [--forged 5000] [--server granian|gunicorn]
-        [--generator auto|wrk|python]
+    .venv/bin/python bench/events_load.py [--events 20000] [--rate 1000] [--portals 200]
+        [--connections 16] [--web-workers 2] [--web-threads 4] [--forged 5000]
+        [--server granian|gunicorn] [--generator auto|wrk|python] [--app MODULE:ATTR]
 
 Uses DATABASE_URL (default: the b24_events_bench database, created if missing) and REDIS_URL
 (default db 4, key prefix events-bench:, queue events-bench).
@@ -108,12 +109,12 @@ def _setup(env: dict[str, str], portals: int) -> list[tuple[str, str]]:
     return pairs
 
 
-def _bodies(pairs: list[tuple[str, str]], count: int, *, forged: bool) -> list[bytes]:
+def _bodies(pairs: list[tuple[str, str]], count: int, *, forged: bool, first_id: int = 0) -> list[bytes]:
     from qs_codec import encode
 
     ts = str(int(time.time()))
     bodies = []
-    for i in range(count):
+    for i in range(first_id, first_id + count):
         member_id, token = pairs[i % len(pairs)]
         payload = {
             "event": "ONCRMCONTACTUPDATE",
@@ -143,13 +144,33 @@ def _bodies(pairs: list[tuple[str, str]], count: int, *, forged: bool) -> list[b
 # server under test needs (both share the machine's two cores).
 
 
-async def _connection(port: int, bodies: list[bytes], results: list[tuple[float, int, float]]) -> None:
+class _Schedule:
+    """Send times at a steady ``rate`` per second (0: no pacing), shared by all connections."""
+
+    def __init__(self, rate: float):
+        self.rate = rate
+        self.start = time.perf_counter()
+        self.slots = 0
+
+    async def wait_turn(self) -> None:
+        if not self.rate:
+            return
+        due = self.start + self.slots / self.rate
+        self.slots += 1
+        if due > time.perf_counter():
+            await asyncio.sleep(due - time.perf_counter())
+
+
+async def _connection(
+    port: int, bodies: list[bytes], results: list[tuple[float, int, float]], schedule: _Schedule
+) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     head = (
         "POST /bitrix/events/ HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n"
     )
     for body in bodies:
+        await schedule.wait_turn()
         started = time.perf_counter()
         writer.write(head.format(len(body)).encode() + body)
         status_line = await reader.readline()
@@ -172,11 +193,12 @@ async def _connection(port: int, bodies: list[bytes], results: list[tuple[float,
     writer.close()
 
 
-async def _generate(port: int, bodies: list[bytes], connections: int) -> dict[str, Any]:
+async def _generate(port: int, bodies: list[bytes], connections: int, rate: float) -> dict[str, Any]:
     results: list[tuple[float, int, float]] = []
     chunks = [bodies[i::connections] for i in range(connections)]
     started = time.perf_counter()
-    await asyncio.gather(*(_connection(port, chunk, results) for chunk in chunks))
+    schedule = _Schedule(rate)
+    await asyncio.gather(*(_connection(port, chunk, results, schedule) for chunk in chunks))
     elapsed = time.perf_counter() - started
     latencies = sorted(r[2] for r in results)
     per_second: dict[int, int] = {}
@@ -198,24 +220,26 @@ async def _generate(port: int, bodies: list[bytes], connections: int) -> dict[st
     }
 
 
-def _generator_main(port: int, connections: int, path: str) -> None:
+def _generator_main(port: int, connections: int, path: str, rate: float) -> None:
     bodies = [bytes.fromhex(line) for line in Path(path).read_text().split()]
-    print(json.dumps(asyncio.run(_generate(port, bodies, connections))))
+    print(json.dumps(asyncio.run(_generate(port, bodies, connections, rate))))
 
 
 def _run_generator(
-    port: int, connections: int, bodies: list[bytes], tag: str, generator: str
+    port: int, connections: int, bodies: list[bytes], tag: str, generator: str, rate: float = 0.0
 ) -> dict[str, Any]:
+    """Send every body once over ``connections`` keep-alive connections, at ``rate`` per second
+    (0: each connection sends its next request as soon as the previous one is answered)."""
     path = ROOT / f"var/bench-events-{tag}.txt"
     path.parent.mkdir(exist_ok=True)
     try:
         if generator == "wrk":
             # Bodies are form-encoded: no newline inside one, so one body per line.
             path.write_bytes(b"\n".join(bodies) + b"\n")
-            return _run_wrk(port, connections, path, len(bodies))
+            return _run_wrk(port, connections, path, len(bodies), rate)
         path.write_text("\n".join(b.hex() for b in bodies))
         out = subprocess.run(
-            [sys.executable, __file__, "--generate", str(port), str(connections), str(path)],
+            [sys.executable, __file__, "--generate", str(port), str(connections), str(path), str(rate)],
             cwd=ROOT,
             check=True,
             capture_output=True,
@@ -233,6 +257,18 @@ def _run_generator(
 # runs for its -d duration whatever its threads do, so it says when each thread is done and is
 # interrupted (SIGINT: it still prints its summary) once all are.
 _WRK_SCRIPT = r"""
+-- A monotonic clock for pacing (LuaJIT's FFI; wrk's own Lua API has none finer than os.time).
+local ffi = require("ffi")
+ffi.cdef[[
+typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
+int clock_gettime(int clk_id, bench_timespec *tp);
+]]
+local clock = ffi.new("bench_timespec")
+local function now_ms()
+  ffi.C.clock_gettime(1, clock)  -- CLOCK_MONOTONIC
+  return tonumber(clock.tv_sec) * 1000 + tonumber(clock.tv_nsec) / 1e6
+end
+
 local threads = {}
 local counter = 0
 function setup(thread)
@@ -243,6 +279,8 @@ end
 
 function init(args)
   nthreads = tonumber(args[2])
+  rate = tonumber(args[3]) / nthreads  -- this thread's share, requests per second (0: unpaced)
+  slots, started_ms = 0, nil
   bodies = {}
   local i = 0
   for line in io.lines(args[1]) do
@@ -261,9 +299,17 @@ end
 -- are such checks.
 local running = false
 
+-- Paced: the n-th request of the thread is due at start + n / rate, whichever connection sends it;
+-- a connection whose turn is past sends at once (so a slow server is not given a lighter load).
 function delay()
   running = true
   if sent >= #bodies then return 3600000 end
+  if rate <= 0 then return 0 end
+  local now = now_ms()
+  started_ms = started_ms or now
+  local due = started_ms + slots * 1000 / rate
+  slots = slots + 1
+  if due > now then return due - now end
   return 0
 end
 
@@ -330,14 +376,14 @@ end
 """
 
 
-def _run_wrk(port: int, connections: int, path: Path, count: int) -> dict[str, Any]:
+def _run_wrk(port: int, connections: int, path: Path, count: int, rate: float) -> dict[str, Any]:
     threads = 1  # one event loop keeps up with the server here and leaves it the other core
     script = path.with_suffix(".lua")
     script.write_text(_WRK_SCRIPT)
     try:
         proc = subprocess.Popen(
             ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{60 + count // 50}s", "-T", "30s",
-             "-s", str(script), f"http://127.0.0.1:{port}", "--", str(path), str(threads)],
+             "-s", str(script), f"http://127.0.0.1:{port}", "--", str(path), str(threads), str(rate)],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         assert proc.stderr is not None
@@ -478,6 +524,10 @@ def main() -> None:
     parser.add_argument("--forged", type=int, default=5_000)
     parser.add_argument("--portals", type=int, default=200)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument(
+        "--rate", type=float, default=1000.0,
+        help="events per second of the paced accepted pass (0: only the as-fast-as-possible pass)",
+    )  # fmt: skip
     parser.add_argument("--web-workers", type=int, default=2)
     parser.add_argument("--web-threads", type=int, default=4)
     parser.add_argument("--celery-concurrency", type=int, default=2)
@@ -510,15 +560,21 @@ def main() -> None:
         # Warm-up: imports, connections.
         _run_generator(port, 8, _bodies(pairs, 200, forged=True), "warmup", args.generator)
         web, worker = procs[0].pid, procs[1].pid
-        bodies = _bodies(pairs, args.events, forged=False)
-        before = (_cpu_seconds(web), _cpu_seconds(worker), _cpu_of_services(), os.times())
-        accepted = _run_generator(port, args.connections, bodies, "accepted", args.generator)
-        check = _after_run(args, accepted)
-        _cpu_per_event(accepted, before, web, worker, args.events)
+        # Throughput: every connection sends as soon as its previous event is answered. Latency at
+        # the target: events arrive at --rate per second, as a portal fleet sends them.
+        passes = [("accepted", 0.0)] + ([(f"accepted at {args.rate:g}/s", args.rate)] if args.rate else [])
+        results: dict[str, dict[str, Any]] = {}
+        for number, (name, rate) in enumerate(passes):
+            bodies = _bodies(pairs, args.events, forged=False, first_id=number * args.events)
+            before = (_cpu_seconds(web), _cpu_seconds(worker), _cpu_of_services(), os.times())
+            results[name] = _run_generator(port, args.connections, bodies, "accepted", args.generator, rate)
+            results[name]["drained_s"] = _wait_drained(args.drain_timeout)
+            _cpu_per_event(results[name], before, web, worker, args.events)
+        check = _after_run(sent=len(passes) * args.events, results=results.values())
         forged_bodies = _bodies(pairs, args.forged, forged=True)
         before = (_cpu_seconds(web), _cpu_seconds(worker), _cpu_of_services(), os.times())
-        forged = _run_generator(port, args.connections, forged_bodies, "forged", args.generator)
-        _cpu_per_event(forged, before, web, worker, args.forged)
+        results["forged"] = _run_generator(port, args.connections, forged_bodies, "forged", args.generator)
+        _cpu_per_event(results["forged"], before, web, worker, args.forged)
         load = os.getloadavg()[0]
     finally:
         for proc in procs:
@@ -528,7 +584,7 @@ def main() -> None:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
-    _print_table(args, accepted, forged, check, load)
+    _print_table(args, results, check, load)
 
 
 def _cpu_per_event(result: dict[str, Any], before: tuple, web: int, worker: int, count: int) -> None:
@@ -545,45 +601,49 @@ def _cpu_per_event(result: dict[str, Any], before: tuple, web: int, worker: int,
     )
 
 
-def _after_run(args: argparse.Namespace, accepted: dict[str, Any]) -> dict[str, Any]:
+def _wait_drained(timeout: float) -> float:
+    """Seconds until the outbox is empty (every accepted event dispatched), at most ``timeout``."""
+    from events.models import Event
+
+    started = time.monotonic()
+    while Event.objects.pending().exists() and time.monotonic() - started < timeout:
+        time.sleep(0.2)
+    return time.monotonic() - started
+
+
+def _after_run(*, sent: int, results: Any) -> dict[str, Any]:
     import redis
     from django.conf import settings
 
     from bench import events_recorder
     from events.models import Event
 
-    started = time.monotonic()
-    while Event.objects.pending().exists() and time.monotonic() - started < args.drain_timeout:
-        time.sleep(0.2)
-    drained_in = time.monotonic() - started
     client = redis.Redis.from_url(settings.REDIS_URL)
     calls_key, ids_key = events_recorder.keys()
     return {
-        "sent": args.events,
-        "accepted_200": accepted["statuses"].get("200", 0),
+        "sent": sent,
+        "accepted_200": sum(r["statuses"].get("200", 0) for r in results),
         "stored": Event.objects.count(),
         "done": Event.objects.filter(status=Event.Status.DONE).count(),
         "dispatched_calls": int(client.get(calls_key) or 0),
         "dispatched_unique": int(client.scard(ids_key)),
-        "drain_after_load_s": drained_in,
     }
 
 
 def _print_table(
-    args: argparse.Namespace, accepted: dict[str, Any], forged: dict[str, Any], check: dict, load: float
+    args: argparse.Namespace, results: dict[str, dict[str, Any]], check: dict, load: float
 ) -> None:
     cores = os.cpu_count()
-    print(f"\nEvent receiver load test: {args.events} events over {args.portals} portals, "
+    print(f"\nEvent receiver load test: {args.events} events per accepted pass over {args.portals} portals, "
           f"{args.connections} connections, {args.server} {args.web_workers}x{args.web_threads}, "
-          f"generator {args.generator}, "
-          f"celery x{args.celery_concurrency}, {cores} cores, "
+          f"generator {args.generator}, celery x{args.celery_concurrency}, {cores} cores, "
           f"load average {load:.1f} at the end\n")  # fmt: skip
-    print("CPU in ms per request: web server, Celery worker, PostgreSQL + Redis (all their clients), "
-          "load generator, total\n")  # fmt: skip
-    print("| path | requests | events/s | slowest second | p50 ms | p99 ms | p99.9 ms | max ms | web "
+    print("Latency from each request's send to its answer. CPU in ms per request: web server, Celery "
+          "worker, PostgreSQL + Redis (all their clients), load generator, total\n")  # fmt: skip
+    print("| pass | requests | events/s | slowest second | p50 ms | p99 ms | p99.9 ms | max ms | web "
           "| worker | pg+redis | generator | total | statuses |")  # fmt: skip
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
-    for name, r in (("accepted", accepted), ("forged", forged)):
+    for name, r in results.items():
         print(f"| {name} | {r['sent']} | {r['rate']:.0f} | {r['slowest_second'] or '-'} | {r['p50_ms']:.1f} "
               f"| {r['p99_ms']:.1f} | {r['p999_ms']:.1f} | {r['max_ms']:.1f} "
               f"| {r['web_cpu_ms']:.2f} | {r['worker_cpu_ms']:.2f} | {r['services_cpu_ms']:.2f} "
@@ -596,16 +656,17 @@ def _print_table(
         == check["dispatched_calls"]
         == check["dispatched_unique"]
     )
+    drained = ", ".join(f"{r['drained_s']:.1f} s" for r in results.values() if "drained_s" in r)
     print(f"\nafter the run: sent {check['sent']}, answered 200 {check['accepted_200']}, "
           f"stored {check['stored']}, done {check['done']}, handler calls {check['dispatched_calls']} "
-          f"(distinct {check['dispatched_unique']}), outbox drained {check['drain_after_load_s']:.1f} s "
-          f"after the load → {'OK: nothing lost, nothing twice' if ok else 'MISMATCH'}")  # fmt: skip
+          f"(distinct {check['dispatched_unique']}), outbox drained {drained} after each pass "
+          f"→ {'OK: nothing lost, nothing twice' if ok else 'MISMATCH'}")  # fmt: skip
     if not ok:
         sys.exit(1)
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--generate":
-        _generator_main(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
+        _generator_main(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], float(sys.argv[5]))
     else:
         main()
