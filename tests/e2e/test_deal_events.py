@@ -7,6 +7,7 @@ import json
 import re
 
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
@@ -56,9 +57,10 @@ def test_deals_edited_on_the_portal_page_reach_the_app(browser, e2e_app, install
     assert all(r.payload["data"]["FIELDS"]["ID"] == new_deal for r in rows)
     assert all("access_token" not in json.dumps(r.payload) for r in rows)  # stored without tokens
 
-    # The person sees the deliveries on the portal page too (its table refreshes itself).
+    # The person sees the deliveries on the portal page too. The table refreshes itself, so a row
+    # read mid-refresh is stale: poll again rather than fail.
     browser.get(e2e_app.portal_page())
-    WebDriverWait(browser, WAIT).until(
+    WebDriverWait(browser, WAIT, ignored_exceptions=(StaleElementReferenceException,)).until(
         lambda b: (
             {"ONCRMDEALADD", "ONCRMDEALUPDATE"}
             <= {row.text.split()[1] for row in b.find_elements(By.CSS_SELECTOR, "#deliveries tr")[1:]}
