@@ -159,7 +159,10 @@ _waker = ShardWaker(lambda shards: events_wake_many(shards=shards))
 
 
 def events_wake_soon(*, shards: set[int]) -> None:
-    """:func:`events_wake_many` from the process's waker thread: returns at once."""
+    """:func:`events_wake_many` from the process's waker thread: returns at once.
+
+    In single-process mode (tasks run inline) the drain itself then runs in that thread.
+    """
     _waker.submit(shards)
 
 

@@ -181,9 +181,11 @@ def event_store(*, portal_id: int, payload: EventPayload, now: datetime) -> int 
     if event_id is None:
         return None
     # Imported here: dispatch imports the registry's handlers, which may import services using intake.
-    from events.services.dispatch import events_wake
+    from events.services.dispatch import events_wake_soon
 
-    transaction.on_commit(lambda: events_wake(shard=row["shard"]))
+    # Through the waker thread here too: in single-process mode the drain (and so the handlers)
+    # runs inline where it is woken, and the receiver must not wait for handlers in any mode.
+    transaction.on_commit(lambda: events_wake_soon(shards={row["shard"]}))
     return event_id
 
 

@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import threading
+import time
 from typing import Any
 
 
@@ -37,9 +38,11 @@ def main(database: str) -> dict[str, Any]:
 
     call_command("migrate", verbosity=0)
     seen: list[str] = []
+    release = threading.Event()
 
     @registry.on_event("ONCRMCONTACTUPDATE")
     def record(*, portal: Portal, payload: Any) -> None:
+        release.wait(10)  # the handler is slow until the check below lets it finish
         seen.append(payload.object_id)
 
     payload = load_payload("oncrmcontactupdate__basic", data={"FIELDS": {"ID": "5"}})
@@ -59,8 +62,14 @@ def main(database: str) -> dict[str, Any]:
         )
         return response.status_code, response.json()
 
-    accepted = post(payload)
+    accepted = post(payload)  # answered while the handler is still held
     after_accepted = list(Event.objects.values_list("status", flat=True))
+    handled_at_answer = list(seen)
+    release.set()
+    deadline = time.monotonic() + 10
+    while Event.objects.exclude(status="done").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    after_handler = list(Event.objects.values_list("status", flat=True))
     duplicate = post(payload)
     forged = post({**payload, "auth": {**auth, "application_token": "f" * 32}})
 
@@ -73,14 +82,22 @@ def main(database: str) -> dict[str, Any]:
         with _shard_lock(shard) as acquired:
             others.append(acquired)
 
-    with _shard_lock(shard) as first:
-        thread = threading.Thread(target=try_lock)
-        thread.start()
-        thread.join()
+    # The drain that just finished may hold the shard for its last look: take the lock once free.
+    deadline = time.monotonic() + 10
+    while True:
+        with _shard_lock(shard) as first:
+            if first or time.monotonic() > deadline:
+                thread = threading.Thread(target=try_lock)
+                thread.start()
+                thread.join()
+                break
+        time.sleep(0.05)
     try_lock()
     return {
         "accepted": accepted,
-        "status_after_accepted": after_accepted,
+        "status_at_answer": after_accepted,
+        "handled_at_answer": handled_at_answer,
+        "status_after_handler": after_handler,
         "duplicate": duplicate,
         "forged": forged,
         "stored": Event.objects.count(),
