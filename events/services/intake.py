@@ -253,7 +253,7 @@ class GroupInsert:
     after the commit that contains its row (nothing is acknowledged before it is durable), dedupe
     stays ON CONFLICT DO NOTHING, and a failed INSERT fails every request of its batch (500s: the
     sender was told nothing was stored). After releasing its batch, the leader runs ``after``
-    (waking the shards that got rows: one Redis round trip per batch, not per event).
+    (handing the shards that got rows to the waker thread: nothing that can wait on Redis).
     """
 
     def __init__(
@@ -304,7 +304,7 @@ class GroupInsert:
         if successor is not None:
             successor.done.set()
         if results is not None and self._after is not None:
-            # After the waiters are released: only this (the leader's) request waits for it.
+            # After the waiters are released, so only the leader's own request runs it.
             try:
                 self._after(rows, results)
             except Exception as e:  # stored and committed: the periodic sweep wakes the shards instead
