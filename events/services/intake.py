@@ -59,16 +59,17 @@ def event_receive(*, body: bytes, now: datetime) -> Received:
     """
     fields = split_form(body)
     member_id, application_token = event_credentials(fields)
+    entry: PortalEntry | None
     try:
         entry = portal_tokens.verify(member_id=member_id, application_token=application_token)
     except InvalidApplicationToken:
         if str(fields.get("event", "")).upper() != "ONAPPUPDATE" or not fields.get("auth[access_token]"):
             raise
-        update = parse_event_fields(fields)
-        check_event_age(update, now=now, window=timedelta(seconds=settings.BITRIX24_EVENT_MAX_SKEW_SECONDS))
-        entry = _verify_app_update(update)
+        entry = None  # an update brings a new token: verified below, once the event is parsed
     payload = parse_event_fields(fields)
     check_event_age(payload, now=now, window=timedelta(seconds=settings.BITRIX24_EVENT_MAX_SKEW_SECONDS))
+    if entry is None:
+        entry = _verify_app_update(payload)
     assert entry.portal_id is not None  # verify() raised otherwise
     log_extra = {"event": payload.event, "member_id": payload.member_id}
     if not registry.handles(payload.event):
