@@ -76,34 +76,26 @@ def events_wake(*, shard: int, force: bool = False) -> None:
 
     ``force`` skips the in-process memo (a drainer handing over to the next one).
     """
-    from events.tasks import events_drain
-
-    if not settings.REDIS_URL:  # single-process mode: tasks run inline
-        events_drain.delay(shard)
-        return
-    seen = time.monotonic()
-    if not force and seen - _wake_seen.get(shard, -1.0) < _WAKE_MEMO_SECONDS:
-        return
-    _wake_seen[shard] = seen  # taken before the SET: the flag existed at least from this moment
-    if _redis().set(_wake_key(shard), "1", nx=True, ex=_WAKE_FLAG_SECONDS):
-        events_drain.delay(shard)
+    events_wake_many(shards={shard}, force=force)
 
 
-def events_wake_many(*, shards: set[int]) -> None:
+def events_wake_many(*, shards: set[int], force: bool = False) -> None:
     """:func:`events_wake` for several shards with one Redis round trip (a group commit's batch)."""
     from events.tasks import events_drain
 
-    if not settings.REDIS_URL:
+    if not settings.REDIS_URL:  # single-process mode: tasks run inline
         for shard in sorted(shards):
             events_drain.delay(shard)
         return
     seen = time.monotonic()
-    due = sorted(shard for shard in shards if seen - _wake_seen.get(shard, -1.0) >= _WAKE_MEMO_SECONDS)
+    due = sorted(
+        shard for shard in shards if force or seen - _wake_seen.get(shard, -1.0) >= _WAKE_MEMO_SECONDS
+    )
     if not due:
         return
     pipe = _redis().pipeline(transaction=False)
     for shard in due:
-        _wake_seen[shard] = seen
+        _wake_seen[shard] = seen  # taken before the SET: the flag existed at least from this moment
         pipe.set(_wake_key(shard), "1", nx=True, ex=_WAKE_FLAG_SECONDS)
     for shard, was_set in zip(due, pipe.execute(), strict=True):
         if was_set:
@@ -252,7 +244,7 @@ def events_drain_shard(
                     break
                 if batch < settings.BITRIX24_EVENT_BATCH_SIZE:
                     # The shard is nearly caught up: let events gather for a moment, so the next
-                    # batch's fixed cost (four queries) is shared by more events.
+                    # batch's fixed cost (its SELECT and UPDATE) is shared by more events.
                     time.sleep(_GATHER_SECONDS)
                 continue
             _wake_flag_clear(shard)
@@ -310,14 +302,17 @@ def _due_events(*, shard: int, now: datetime) -> list[DueEvent]:
     Rows waiting for a retry are pending with attempts > 0, which event_retry_idx holds apart, so
     the NOT EXISTS is a lookup in a tiny index.
     """
-    behind_retry = Event.objects.filter(
-        shard=shard,
-        status=Event.Status.PENDING,
-        attempts__gt=0,
-        available_at__gt=now,
-        portal_id=OuterRef("portal_id"),
-        object_key=OuterRef("object_key"),
-    ).filter(Q(ts__lt=OuterRef("ts")) | Q(ts=OuterRef("ts"), id__lt=OuterRef("id")))
+    behind_retry = (
+        Event.objects.pending()
+        .filter(
+            shard=shard,
+            attempts__gt=0,
+            available_at__gt=now,
+            portal_id=OuterRef("portal_id"),
+            object_key=OuterRef("object_key"),
+        )
+        .filter(Q(ts__lt=OuterRef("ts")) | Q(ts=OuterRef("ts"), id__lt=OuterRef("id")))
+    )
     rows = (
         Event.objects.due(now)
         .filter(shard=shard)
