@@ -32,10 +32,16 @@ def make_session(*, ca_bundle: str = "", pool_size: int = 32) -> requests.Sessio
     return session
 
 
-def thread_session(*, ca_bundle: str = "") -> requests.Session:
-    """A session per thread and CA bundle (requests.Session is not thread-safe to share)."""
-    sessions: dict[str, requests.Session] = getattr(_local, "sessions", None) or {}
+def thread_session(*, ca_bundle: str = "", trust_env: bool = True) -> requests.Session:
+    """A session per thread, CA bundle and ``trust_env`` (requests.Session is not thread-safe to share).
+
+    ``trust_env=False``: requests no longer re-reads proxy variables, no_proxy and ~/.netrc on every
+    request; the caller then passes the proxies itself (the REST transport does).
+    """
+    sessions: dict[tuple[str, bool], requests.Session] = getattr(_local, "sessions", None) or {}
     _local.sessions = sessions
-    if ca_bundle not in sessions:
-        sessions[ca_bundle] = make_session(ca_bundle=ca_bundle)
-    return sessions[ca_bundle]
+    key = (ca_bundle, trust_env)
+    if key not in sessions:
+        session = sessions[key] = make_session(ca_bundle=ca_bundle)
+        session.trust_env = trust_env
+    return sessions[key]

@@ -10,7 +10,6 @@ whether to follow, then the same POST is repeated once to the new host.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,35 +29,22 @@ from .exceptions import (
     error_class,
     error_from_payload,
 )
-from .http import make_session
+from .http import thread_session
 
 _REDIRECTS = (301, 302, 303, 307, 308)
 
-_local = threading.local()
 _proxies: dict[tuple[str, str], dict[str, str]] = {}
 
 
-def _session(ca_bundle: str) -> requests.Session:
-    """This thread's session for REST calls, with the environment read once instead of per call.
-
-    With ``trust_env`` requests re-reads every proxy variable, the no_proxy list and ~/.netrc on
-    each request — about a millisecond of CPU per call, most of a call's client-side cost. Our
-    requests carry their CA (``verify``) and credentials (in the body) explicitly, so the only
-    environment setting that matters is the proxy, resolved once per scheme and host
-    (:func:`_proxies_for`); a change of proxy variables takes effect in a new process.
-    """
-    sessions: dict[str, requests.Session] | None = getattr(_local, "sessions", None)
-    if sessions is None:
-        sessions = _local.sessions = {}
-    session = sessions.get(ca_bundle)
-    if session is None:
-        session = sessions[ca_bundle] = make_session(ca_bundle=ca_bundle)
-        session.trust_env = False
-    return session
-
-
 def _proxies_for(url: str) -> dict[str, str]:
-    """HTTP(S)_PROXY / NO_PROXY for this URL's scheme and host (requests' own rules), cached."""
+    """HTTP(S)_PROXY / NO_PROXY for this URL's scheme and host (requests' own rules), cached.
+
+    REST sessions don't trust the environment: with ``trust_env`` requests re-reads every proxy
+    variable, the no_proxy list and ~/.netrc on each request — about a millisecond of CPU per call,
+    most of a call's client-side cost. Our requests carry their CA (``verify``) and credentials (in
+    the body) explicitly, so the only environment setting that matters is the proxy, resolved here
+    once per scheme and host; a change of proxy variables takes effect in a new process.
+    """
     parts = urlsplit(url)
     key = (parts.scheme, parts.netloc)
     found = _proxies.get(key)
@@ -147,7 +133,7 @@ class Transport:
             secret_hint = _secret_of(credentials.endpoint())
             started = time.monotonic()
             try:
-                session = _session(self.config.ca_bundle)
+                session = thread_session(ca_bundle=self.config.ca_bundle, trust_env=False)
                 # Prepared here and sent with Session.send: Session.request would merge session
                 # settings, cookies and hooks into every request (~10% of a call's client CPU)
                 # for nothing — our headers are all known, and Bitrix24 REST sets no cookies.
