@@ -206,6 +206,9 @@ BITRIX24_EVENT_SHARDS = env.int("BITRIX24_EVENT_SHARDS", default=8)
 BITRIX24_EVENT_BATCH_SIZE = env.int("BITRIX24_EVENT_BATCH_SIZE", default=200)
 # Group commit: a web process's concurrent receiver requests share one INSERT and one commit.
 BITRIX24_EVENT_GROUP_COMMIT = env.bool("BITRIX24_EVENT_GROUP_COMMIT", default=True)
+# ... and a batch's leader waits up to this long for more rows (less when none can come): fewer
+# commits for a few ms of latency (docs/events.md, Benchmark). 0: write at once.
+BITRIX24_EVENT_GROUP_COMMIT_LINGER_MS = env.float("BITRIX24_EVENT_GROUP_COMMIT_LINGER_MS", default=2.0)
 # Bounded retries with exponential backoff (base * 2**(attempt-1), capped, jittered).
 BITRIX24_EVENT_MAX_ATTEMPTS = env.int("BITRIX24_EVENT_MAX_ATTEMPTS", default=6)
 BITRIX24_EVENT_RETRY_BASE_SECONDS = env.float("BITRIX24_EVENT_RETRY_BASE_SECONDS", default=10.0)

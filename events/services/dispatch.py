@@ -48,9 +48,10 @@ _LOCK_CLASS = 0x0E7E
 _WAKE_FLAG_SECONDS = 120
 _MAX_ERROR_CHARS = 2000
 # A drainer that caught up waits this long before its next batch (dispatch latency, not intake's):
-# at a few hundred events per second per shard, a batch of one or two events cost ~1 ms of worker
-# CPU per event in fixed queries.
-_GATHER_SECONDS = 0.05
+# every batch costs a SELECT and an UPDATE, built and run whatever its size. At 1,000 events/s over
+# 8 shards, 50 ms made batches of a few events and the worker spent a third of its CPU building
+# queries; 200 ms cut its CPU per event by a quarter (docs/events.md, Benchmark).
+_GATHER_SECONDS = 0.2
 
 
 def _redis() -> redis.Redis:

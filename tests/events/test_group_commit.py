@@ -109,3 +109,74 @@ def test_a_failed_insert_fails_its_whole_batch_and_the_next_one_works(make_porta
     assert isinstance(group.insert(row(portal.pk, "after")), int)
     connection.close()
     assert Event.objects.filter(idempotency_key="after").exists()
+
+
+class CountingWrite:
+    """A write that stores nothing: records each batch's size and answers one id per row."""
+
+    def __init__(self, first_delay: float = 0.0):
+        self.batches: list[int] = []
+        self.first_delay = first_delay
+
+    def __call__(self, batch: list[EventRow]) -> list[int | None]:
+        self.batches.append(len(batch))
+        if len(self.batches) == 1:
+            time.sleep(self.first_delay)
+        return list(range(len(batch)))
+
+
+def insert_in_thread(group: GroupInsert, key: str, timings: dict[str, float]) -> threading.Thread:
+    def one() -> None:
+        started = time.monotonic()
+        group.insert(row(1, key))
+        timings[key] = time.monotonic() - started
+
+    thread = threading.Thread(target=one)
+    thread.start()
+    return thread
+
+
+def prime_two_row_batch(group: GroupInsert) -> None:
+    """One slow write with a second row queued behind it: the biggest batch so far becomes 2."""
+    timings: dict[str, float] = {}
+    first = insert_in_thread(group, "p1", timings)
+    time.sleep(0.05)
+    second = insert_in_thread(group, "p2", timings)
+    third = insert_in_thread(group, "p3", timings)
+    for thread in (first, second, third):
+        thread.join(timeout=10)
+
+
+def test_a_lone_row_is_written_at_once_however_long_the_linger():
+    write = CountingWrite()
+    group = GroupInsert(write, linger=lambda: 5.0)
+    started = time.monotonic()
+    assert group.insert(row(1, "alone")) == 0
+    assert time.monotonic() - started < 1.0  # the biggest batch so far is one row: no one to wait for
+    assert write.batches == [1]
+
+
+def test_a_leader_lingers_until_as_many_rows_as_the_biggest_batch_have_joined():
+    write = CountingWrite(first_delay=0.3)
+    group = GroupInsert(write, linger=lambda: 5.0)
+    prime_two_row_batch(group)
+    assert write.batches == [1, 2]
+    timings: dict[str, float] = {}
+    leader = insert_in_thread(group, "a", timings)
+    time.sleep(0.2)
+    joiner = insert_in_thread(group, "b", timings)
+    leader.join(timeout=10)
+    joiner.join(timeout=10)
+    assert write.batches == [1, 2, 2]  # the second row joined the leader's batch: one write, not two
+    assert 0.2 <= timings["a"] < 2.0  # the leader waited for it, and stopped as soon as it came
+
+
+def test_a_leader_lingers_no_longer_than_the_linger():
+    write = CountingWrite(first_delay=0.3)
+    group = GroupInsert(write, linger=lambda: 0.3)
+    prime_two_row_batch(group)
+    started = time.monotonic()
+    group.insert(row(1, "late"))
+    waited = time.monotonic() - started
+    assert write.batches == [1, 2, 1]
+    assert 0.3 <= waited < 2.0
