@@ -137,10 +137,10 @@ def insert_in_thread(group: GroupInsert, key: str, timings: dict[str, float]) ->
 
 
 def prime_two_row_batch(group: GroupInsert) -> None:
-    """One slow write with a second row queued behind it: the biggest batch so far becomes 2."""
+    """One slow write with two rows queued behind it: the biggest batch so far becomes 2."""
     timings: dict[str, float] = {}
     first = insert_in_thread(group, "p1", timings)
-    time.sleep(0.05)
+    time.sleep(0.05)  # p1 leads; p2 and p3 arrive during its (slow) write
     second = insert_in_thread(group, "p2", timings)
     third = insert_in_thread(group, "p3", timings)
     for thread in (first, second, third):
@@ -157,7 +157,7 @@ def test_a_lone_row_is_written_at_once_however_long_the_linger():
 
 
 def test_a_leader_lingers_until_as_many_rows_as_the_biggest_batch_have_joined():
-    write = CountingWrite(first_delay=0.3)
+    write = CountingWrite(first_delay=1.0)
     group = GroupInsert(write, linger=lambda: 5.0)
     prime_two_row_batch(group)
     assert write.batches == [1, 2]
@@ -172,7 +172,7 @@ def test_a_leader_lingers_until_as_many_rows_as_the_biggest_batch_have_joined():
 
 
 def test_a_leader_lingers_no_longer_than_the_linger():
-    write = CountingWrite(first_delay=0.3)
+    write = CountingWrite(first_delay=1.0)
     group = GroupInsert(write, linger=lambda: 0.3)
     prime_two_row_batch(group)
     started = time.monotonic()
