@@ -191,6 +191,10 @@ CELERY_BEAT_SCHEDULE["portals-token-sweep"] = {
     "task": "portals.tasks.portals_tokens_sweep",
     "schedule": BITRIX24_TOKEN_SWEEP_SECONDS,
 }
+# A confirmed uninstall with "delete app data" deletes the portal's data only after this many hours,
+# so a reinstall (or an operator, after an uninstall that should not have happened) keeps it.
+BITRIX24_UNINSTALL_CLEAN_GRACE_HOURS = env.float("BITRIX24_UNINSTALL_CLEAN_GRACE_HOURS", default=72.0)
+CELERY_BEAT_SCHEDULE["portals-data-purge"] = {"task": "portals.tasks.portals_data_purge", "schedule": 3600.0}
 
 # --- Events ----------------------------------------------------------------------------------------
 # Bodies larger than this are refused (413) from Content-Length, before they are read.

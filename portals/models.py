@@ -27,6 +27,9 @@ class PortalQuerySet(models.QuerySet["Portal"]):
     def refresh_token_older_than(self, moment: datetime) -> PortalQuerySet:
         return self.filter(refresh_token_issued_at__lt=moment)
 
+    def data_deletion_due(self, moment: datetime) -> PortalQuerySet:
+        return self.filter(state=Portal.State.UNINSTALLED, data_delete_after__lte=moment)
+
 
 class Portal(models.Model):
     """One Bitrix24 account that installed the app, keyed by member_id (stable across renames)."""
@@ -77,6 +80,11 @@ class Portal(models.Model):
 
     installed_at = models.DateTimeField(null=True, blank=True)
     uninstalled_at = models.DateTimeField(null=True, blank=True)
+    data_delete_after = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="A clean uninstall deletes the portal's data after this moment; a reinstall calls it off.",
+    )
     last_refreshed_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     work_due_at = models.DateTimeField(

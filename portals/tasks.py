@@ -10,6 +10,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from .bitrix.exceptions import Bitrix24AuthError, Bitrix24Error, Bitrix24ServerError, Bitrix24TransportError
+from .services import lifecycle
 from .services.sweep import dormant_age, portals_sweep_plan, warm_window
 from .services.tokens import RefreshWhen, portal_tokens_refresh
 
@@ -66,3 +67,9 @@ def portals_tokens_sweep() -> dict[str, int]:
     counts = {"warm": len(plan.warm), "keepalive": len(plan.keepalive)}
     logger.info("portal.tokens_sweep", extra=counts)
     return counts
+
+
+@shared_task(ignore_result=True)
+def portals_data_purge() -> list[str]:
+    """Delete the data of portals uninstalled with CLEAN once their grace period is over."""
+    return lifecycle.portals_data_purge()

@@ -31,8 +31,9 @@ from portals.bitrix.events import (
     parse_event_fields,
     split_form,
 )
-from portals.bitrix.exceptions import Bitrix24Error, InvalidApplicationToken
+from portals.bitrix.exceptions import InvalidApplicationToken, InvalidInstallRequest
 from portals.models import Portal
+from portals.services.lifecycle import portal_app_update_confirm, portal_application_token_set
 
 logger = logging.getLogger("events")
 
@@ -92,18 +93,18 @@ _app_update_tries: dict[str, float] = {}
 def _verify_app_update(payload: EventPayload) -> PortalEntry:
     """ONAPPUPDATE brings a new application_token, so the stored one can't vouch for it.
 
-    It carries the updating user's access token instead: the OAuth server's app.info says which
-    portal and app that token belongs to. If they are this portal and our app, the new token is
-    stored right away (not later in a worker), because every event after the update carries it.
-    Raises InvalidApplicationToken otherwise (also when the OAuth server can't be asked).
+    The portals layer confirms the update with Bitrix24 itself (the event's token is an
+    administrator's, and app.info with the app's own token shows the announced version: see
+    :func:`portals.services.lifecycle.portal_app_update_confirm`). Only then is the new token
+    stored, right away rather than later in a worker, because every event after the update
+    carries it. Until then the stored token stays the only one accepted. Raises
+    InvalidApplicationToken otherwise (also when Bitrix24 can't be asked).
     """
-    from portals.services.lifecycle import portal_update_application_token
-    from portals.services.oauth import portal_oauth_server
-
     portal = Portal.objects.filter(member_id=payload.member_id).first()
     if portal is None or portal.state == Portal.State.UNINSTALLED:
         raise InvalidApplicationToken("application_token mismatch")
-    # Each try costs a call to the OAuth server: forged ONAPPUPDATEs must not turn into a flood.
+    # Each try costs calls to the OAuth server and the portal: forged ONAPPUPDATEs must not turn
+    # into a flood.
     now = time.monotonic()
     if now - _app_update_tries.get(portal.member_id, -_APP_UPDATE_TRY_SECONDS) < _APP_UPDATE_TRY_SECONDS:
         raise InvalidApplicationToken("application_token mismatch")
@@ -112,17 +113,16 @@ def _verify_app_update(payload: EventPayload) -> PortalEntry:
     if Event.objects.filter(portal=portal, idempotency_key=payload.idempotency_key()).exists():
         raise InvalidApplicationToken("application_token mismatch")
     try:
-        info = portal_oauth_server(portal=portal).app_info(payload.secrets["access_token"])
-    except Bitrix24Error as e:
-        logger.warning(
-            "events.app_update.unverified", extra={"member_id": portal.member_id, "error": type(e).__name__}
+        portal_app_update_confirm(
+            portal=portal,
+            access_token=payload.secrets.get("access_token", ""),
+            version=str(payload.data.get("VERSION") or ""),
         )
+    except InvalidInstallRequest as e:
+        extra = {"member_id": portal.member_id, "cause": type(e).__name__, "reason": str(e)}
+        logger.warning("events.app_update.unconfirmed", extra=extra)
         raise InvalidApplicationToken("application_token mismatch") from None
-    if info.member_id != portal.member_id or (info.client_id and info.client_id != portal.oauth_client_id):
-        logger.warning("events.app_update.foreign_token", extra={"member_id": portal.member_id})
-        raise InvalidApplicationToken("application_token mismatch")
-    portal_update_application_token(portal=portal, application_token=payload.application_token)
-    portal_tokens.invalidate(portal.member_id)
+    portal_application_token_set(portal=portal, application_token=payload.application_token)
     logger.info("events.app_update.token_changed", extra={"member_id": portal.member_id})
     return portal_tokens.verify(member_id=portal.member_id, application_token=payload.application_token)
 

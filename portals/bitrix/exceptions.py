@@ -224,9 +224,14 @@ class UnknownPortal(Bitrix24InboundError):
 
 
 class InvalidInstallRequest(Bitrix24InboundError):
-    """An install (frame POST or ONAPPINSTALL) that failed verification: nothing is stored."""
+    """A claim to change a portal's credentials (install, re-authorisation, a new application
+    token) that Bitrix24 did not confirm: nothing is stored."""
 
     http_status = 403
+
+
+class AdministratorRequired(InvalidInstallRequest):
+    """The claim's token is genuine, but ``user.admin`` says its user doesn't administer the portal."""
 
 
 class UnsupportedEvent(Bitrix24InboundError):

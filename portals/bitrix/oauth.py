@@ -125,6 +125,7 @@ class AppInfo:
     scope: tuple[str, ...]
     payment_expired: bool | None
     license: str
+    version: str = ""
     raw: Mapping[str, Any] = field(repr=False, default_factory=dict)
 
     @classmethod
@@ -155,6 +156,7 @@ class AppInfo:
             scope=split_scope(pick("scope")),
             payment_expired=None if payment is None else _truthy(payment),
             license=str(pick("LICENSE", "license") or ""),
+            version=str(pick("version", "VERSION") or ""),
             raw=dict(result),
         )
 

@@ -1,17 +1,16 @@
 """The app page and placements: authenticate the portal's cross-site frame POST.
 
 The frame POST carries no CSRF token and no cookie we could trust (it is a cross-site POST into
-an iframe), so it is authenticated by what it carries (protocol §8, §9): the portal must be
-installed here, the posted APPLICATION_TOKEN (when the portal sends one) must match the stored
-one, and the posted access token must be confirmed by app.info on the portal's own OAuth server
-for the same member_id. The posted tokens serve this request only; they replace the stored
-pair solely through :func:`portal_restore_from_frame` (an administrator opening the app while
-the portal needs re-authorisation).
+an iframe), so it is authenticated by what it carries, through the one confirmation service
+(:mod:`.confirm`): the portal must be installed here, the posted APPLICATION_TOKEN must match the
+stored one, and the posted access token must be confirmed by app.info on the portal's own OAuth
+server as this portal's and this app's. That proves only "a user of this portal": the posted
+tokens serve this request alone, and replace the stored pair solely through
+:func:`portal_restore_from_frame`, when ``user.admin`` says the user administers the portal.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Mapping
@@ -19,29 +18,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.core import signing
-from django.core.cache import cache
 from django.utils import timezone
 
 from ..bitrix.exceptions import (
-    Bitrix24ConfigError,
     Bitrix24Error,
     InvalidApplicationToken,
     InvalidInstallRequest,
     UnknownPortal,
 )
-from ..bitrix.oauth import AppInfo
 from ..models import Portal
-from .endpoints import endpoints_check, normalise_domain
+from .confirm import Identity, token_identify, tokens_equal
 from .install import InstallClaim, install_claim_from_frame, install_verify, portal_store_verified
-from .lifecycle import application_token_matches, portal_payment_changed
-from .oauth import Clock, oauth_server
-from .rest import TokenCredentials, rest_call
+from .lifecycle import portal_domain_set, portal_payment_changed
+from .oauth import Clock
 
 logger = logging.getLogger(__name__)
 
-# A confirmed frame token is remembered this long (by its hash), so reloading the app page or
-# opening several placements doesn't ask the OAuth server each time.
-VERIFIED_TOKEN_TTL = 300
 FRAME_SIGNING_SALT = "portals.frame"
 FRAME_SESSION_MAX_AGE = 3600
 
@@ -72,25 +64,42 @@ class Frame:
 
 @dataclass(frozen=True)
 class FrameSession:
-    """An authenticated frame: the portal, the acting user and that user's own token."""
+    """An authenticated frame: the portal and the acting user's confirmed identity."""
 
     portal: Portal
-    user_id: int | None
-    access_token: str = field(repr=False)
+    identity: Identity = field(repr=False)
+
+    @property
+    def user_id(self) -> int | None:
+        return self.identity.user_id
+
+    @property
+    def is_admin(self) -> bool:
+        """Whether the acting user administers the portal (``user.admin``; False when unanswered)."""
+        try:
+            return self.identity.is_admin()
+        except InvalidInstallRequest:
+            return False
 
     def signed(self) -> str:
         """A short-lived token for the page's own follow-up requests (no cookies in the iframe)."""
-        return signing.dumps({"p": self.portal.pk, "u": self.user_id}, salt=FRAME_SIGNING_SALT)
+        data = {"p": self.portal.pk, "u": self.user_id, "a": self.is_admin}
+        return signing.dumps(data, salt=FRAME_SIGNING_SALT)
 
 
-def frame_session_from_signed(value: str) -> tuple[int, int | None]:
-    """(portal_id, user_id) of a token made by FrameSession.signed; raises signing.BadSignature."""
+@dataclass(frozen=True)
+class SignedFrame:
+    """What :meth:`FrameSession.signed` vouched for, read back."""
+
+    portal_id: int
+    user_id: int | None
+    is_admin: bool
+
+
+def frame_session_from_signed(value: str) -> SignedFrame:
+    """The frame a token made by FrameSession.signed stands for; raises signing.BadSignature."""
     data = signing.loads(value, salt=FRAME_SIGNING_SALT, max_age=FRAME_SESSION_MAX_AGE)
-    return int(data["p"]), data.get("u")
-
-
-def _token_key(token: str) -> str:
-    return "portals:frame-token:" + hashlib.sha256(token.encode()).hexdigest()
+    return SignedFrame(portal_id=int(data["p"]), user_id=data.get("u"), is_admin=data.get("a") is True)
 
 
 def portal_frame_authenticate(*, frame: Frame, clock: Clock | None = None) -> FrameSession:
@@ -105,74 +114,39 @@ def portal_frame_authenticate(*, frame: Frame, clock: Clock | None = None) -> Fr
     portal = Portal.objects.filter(member_id=claim.member_id).first()
     if portal is None or portal.state == Portal.State.UNINSTALLED:
         raise UnknownPortal("portal not installed here")
-    if claim.application_token and portal.application_token:
-        if not application_token_matches(portal=portal, application_token=claim.application_token):
-            logger.warning("portal.frame_token_mismatch", extra={"member_id": portal.member_id})
-            raise InvalidApplicationToken("APPLICATION_TOKEN does not match")
-    info = _confirmed(portal=portal, token=claim.access_token, clock=clock)
-    if info.member_id.lower() != portal.member_id:
-        raise UnknownPortal("token belongs to another portal")
-    frame_domain = normalise_domain(claim.domain)
-    if frame_domain != portal.domain:
-        confirmed = normalise_domain(info.domain)
-        if confirmed != frame_domain:
-            raise UnknownPortal("frame domain does not match the portal")
-        try:
-            client_endpoint, _server = endpoints_check(
-                domain=frame_domain,
-                client_endpoint=frame.claim.client_endpoint,
-                server_endpoint=portal.server_endpoint,
-            )
-        except Bitrix24ConfigError as e:
-            raise UnknownPortal("frame domain not acceptable") from e
-        Portal.objects.filter(pk=portal.pk).update(
-            domain=frame_domain, client_endpoint=client_endpoint, updated_at=timezone.now()
+    if portal.application_token and not tokens_equal(portal.application_token, claim.application_token):
+        raise InvalidApplicationToken("APPLICATION_TOKEN missing or not the portal's")
+    try:
+        identity = token_identify(
+            access_token=claim.access_token,
+            member_id=portal.member_id,
+            domain=claim.domain,
+            client_endpoint=claim.client_endpoint,
+            server_endpoint=portal.server_endpoint,
+            clock=clock,
         )
-        portal.refresh_from_db()
-        logger.info("portal.renamed", extra={"member_id": portal.member_id, "new": frame_domain})
-    return FrameSession(portal=portal, user_id=info.user_id, access_token=claim.access_token)
-
-
-def _confirmed(*, portal: Portal, token: str, clock: Clock | None) -> AppInfo:
-    key = _token_key(token)
-    cached = cache.get(key)
-    if isinstance(cached, dict):
-        return AppInfo.from_result(cached)
-    try:
-        info = oauth_server(server_endpoint=portal.server_endpoint, clock=clock).app_info(token)
-    except Bitrix24Error as e:
-        raise UnknownPortal(f"frame token not confirmed: {type(e).__name__}") from e
-    cache.set(key, dict(info.raw), VERIFIED_TOKEN_TTL)
-    return info
-
-
-def user_is_admin(*, session: FrameSession) -> bool:
-    """Whether the acting user administers the portal (``profile`` → ADMIN, with their own token)."""
-    credentials = TokenCredentials(
-        token=session.access_token,
-        client_endpoint=session.portal.client_endpoint,
-        member_id=session.portal.member_id,
-        plan_name=session.portal.plan,
-    )
-    try:
-        result = rest_call(credentials=credentials, method="profile")
-    except Bitrix24Error:
-        return False
-    return isinstance(result, dict) and result.get("ADMIN") in (True, "Y", "1", 1, "true")
+    except InvalidInstallRequest as e:
+        raise UnknownPortal(f"frame not confirmed: {e}") from e
+    if identity.info.client_id and identity.info.client_id != portal.oauth_client_id:
+        raise UnknownPortal("the token belongs to another application")
+    if identity.client_endpoint != portal.client_endpoint:
+        # app.info confirmed this host for this member_id: the portal was renamed.
+        portal = portal_domain_set(
+            portal_id=portal.pk, domain=claim.domain, client_endpoint=identity.client_endpoint
+        )
+    return FrameSession(portal=portal, identity=identity)
 
 
 def portal_restore_from_frame(*, frame: Frame, session: FrameSession, clock: Clock | None = None) -> Portal:
     """An administrator opened the app on a portal that isn't active: try to make it active again.
 
-    Needs re-authorisation: the admin's posted pair (confirmed like an install) becomes the
-    stored pair. Payment required: app.info is asked again. Any other user, or a pair that fails
-    verification, changes nothing. Returns the portal as it now is.
+    Needs re-authorisation: the admin's posted pair, verified as an install is (its refresh token
+    exchanged), becomes the stored pair. Payment required: app.info is asked again. Any other
+    user, or a pair that fails verification, changes nothing. Returns the portal as it now is.
     """
     clock = clock or timezone.now
     portal = session.portal
-    if portal.state == Portal.State.ACTIVE:
-        return portal
-    if not user_is_admin(session=session):
+    if portal.state == Portal.State.ACTIVE or not session.is_admin:
         return portal
     if portal.state == Portal.State.PAYMENT_REQUIRED:
         try:
@@ -181,7 +155,7 @@ def portal_restore_from_frame(*, frame: Frame, session: FrameSession, clock: Clo
             return portal
     if portal.state == Portal.State.REAUTH_REQUIRED and frame.claim.refresh_token:
         try:
-            verified = install_verify(claim=frame.claim, clock=clock)
+            verified = install_verify(claim=frame.claim, action="re-authorising the app", clock=clock)
         except InvalidInstallRequest:
             return portal
         portal = portal_store_verified(verified=verified, license_info=None, clock=clock, installing=False)

@@ -1,8 +1,10 @@
 """Installation: a frame POST to the installer page or ONAPPINSTALL becomes a verified Portal.
 
-Never trusted blindly (protocol §9, forged installs): the claimed endpoints are validated, and
-the claimed tokens are confirmed with app.info on the allow-listed OAuth server before anything
-is stored. A claim that fails any check raises InvalidInstallRequest and changes nothing.
+Installing is an administrator's action, and nothing the request says is trusted
+(:mod:`.confirm`): the token must be confirmed by the OAuth server's app.info for this portal
+and app, its user must be an administrator (``user.admin``), and the refresh token must prove
+itself by being exchanged; the exchanged pair is what gets stored. A claim that fails a proof
+raises InvalidInstallRequest and changes nothing.
 """
 
 from __future__ import annotations
@@ -10,23 +12,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from ..bitrix.exceptions import (
-    Bitrix24ConfigError,
-    Bitrix24Error,
-    InvalidInstallRequest,
-)
-from ..bitrix.oauth import AppInfo, split_scope
-from ..models import LocalApplication, Portal
-from .endpoints import client_endpoint_for, endpoints_check, normalise_domain
-from .lifecycle import plan_for_license
-from .oauth import Clock, oauth_server
+from ..bitrix.exceptions import Bitrix24Error, InvalidInstallRequest
+from ..bitrix.oauth import TokenGrant
+from ..models import Portal
+from .confirm import Identity, refresh_token_prove, token_identify
+from .endpoints import client_endpoint_for, normalise_domain
+from .lifecycle import plan_for_license, portal_application_token_set
+from .oauth import Clock
 from .rest import TokenCredentials, rest_call
 
 logger = logging.getLogger(__name__)
@@ -36,7 +34,8 @@ logger = logging.getLogger(__name__)
 class InstallClaim:
     """What an install request claims; nothing in it is trusted until :func:`portal_install`.
 
-    ``source`` is "frame" (the installer page's POST) or "event" (ONAPPINSTALL).
+    ``source`` is "frame" (the installer page's POST) or "event" (ONAPPINSTALL). The lifetime,
+    scope, status and user the request states are not kept: the confirmed answers replace them.
     """
 
     source: str
@@ -46,11 +45,18 @@ class InstallClaim:
     server_endpoint: str
     access_token: str = field(repr=False)
     refresh_token: str = field(repr=False)
-    expires_in: int | None
     application_token: str = field(repr=False, default="")
-    scope: tuple[str, ...] = ()
-    user_id: int | None = None
-    status: str = ""
+
+    def identify(self, *, clock: Clock | None = None) -> Identity:
+        """Whose access token this is, confirmed by the OAuth server (InvalidInstallRequest if not)."""
+        return token_identify(
+            access_token=self.access_token,
+            member_id=self.member_id,
+            domain=self.domain,
+            client_endpoint=self.client_endpoint,
+            server_endpoint=self.server_endpoint,
+            clock=clock,
+        )
 
 
 def _first(*values: Any) -> str:
@@ -58,13 +64,6 @@ def _first(*values: Any) -> str:
         if value not in (None, ""):
             return str(value)
     return ""
-
-
-def _int(value: Any) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
 
 
 def default_server_endpoint() -> str:
@@ -88,10 +87,7 @@ def install_claim_from_frame(*, query: Mapping[str, Any], form: Mapping[str, Any
         server_endpoint=_first(form.get("SERVER_ENDPOINT")) or default_server_endpoint(),
         access_token=_first(form.get("AUTH_ID")),
         refresh_token=_first(form.get("REFRESH_ID")),
-        expires_in=_int(form.get("AUTH_EXPIRES")),
         application_token=_first(form.get("APPLICATION_TOKEN")),
-        scope=split_scope(form.get("APPLICATION_SCOPE")),
-        status=_first(form.get("status")).upper(),
     )
 
 
@@ -109,83 +105,77 @@ def install_claim_from_event(payload: Mapping[str, Any]) -> InstallClaim:
         server_endpoint=_first(auth.get("server_endpoint")),
         access_token=_first(auth.get("access_token")),
         refresh_token=_first(auth.get("refresh_token")),
-        expires_in=_int(auth.get("expires_in")),
         application_token=_first(auth.get("application_token")),
-        scope=split_scope(auth.get("scope")),
-        user_id=_int(auth.get("user_id")),
-        status=_first(auth.get("status")).upper(),
     )
 
 
 @dataclass(frozen=True)
 class VerifiedInstall:
-    """A claim after verification: what is safe to store."""
+    """A claim after every proof: the confirmed identity and the pair its refresh token became."""
 
     claim: InstallClaim
-    client_endpoint: str
-    server_endpoint: str
-    info: AppInfo
-    local_app: LocalApplication | None
+    identity: Identity
+    grant: TokenGrant
 
 
-def install_verify(*, claim: InstallClaim, clock: Clock | None = None) -> VerifiedInstall:
-    """Check a claim; raises InvalidInstallRequest (with a reason safe to log) when it fails.
+def install_verify(
+    *, claim: InstallClaim, action: str = "installing the app", clock: Clock | None = None
+) -> VerifiedInstall:
+    """Run every proof on ``claim``; raises InvalidInstallRequest (a reason safe to log) on the first failure.
 
-    1. endpoints: https (or BITRIX24_ALLOW_HTTP), client_endpoint on the claimed domain,
-       server_endpoint of an allow-listed OAuth server;
-    2. app.info on that OAuth server accepts the access token and names the same member_id
-       (and domain / client_endpoint when it reports them);
-    3. the token belongs to this app: the marketplace client_id or a registered local app.
+    The identity and administrator checks come first: they are questions, while the refresh-token
+    proof spends the claimed refresh token and is made only for a claim that passed them.
     """
-    if not claim.member_id or not claim.access_token or not claim.refresh_token:
-        raise InvalidInstallRequest("install without member_id or token pair")
-    try:
-        client_endpoint, server_endpoint = endpoints_check(
-            domain=claim.domain, client_endpoint=claim.client_endpoint, server_endpoint=claim.server_endpoint
-        )
-    except Bitrix24ConfigError as e:
-        raise InvalidInstallRequest(f"endpoints refused: {e}") from e
-    try:
-        info = oauth_server(server_endpoint=server_endpoint, clock=clock).app_info(claim.access_token)
-    except Bitrix24Error as e:
-        raise InvalidInstallRequest(f"tokens not confirmed by the OAuth server: {type(e).__name__}") from e
-    if info.member_id.lower() != claim.member_id:
-        raise InvalidInstallRequest("app.info names another member_id")
-    if info.domain and normalise_domain(info.domain) != claim.domain:
-        raise InvalidInstallRequest("app.info names another domain")
-    if info.client_endpoint and info.client_endpoint.rstrip("/") != client_endpoint.rstrip("/"):
-        raise InvalidInstallRequest("app.info names another client_endpoint")
-    local_app = None
-    if info.client_id and info.client_id != settings.BITRIX24_CLIENT_ID:
-        local_app = LocalApplication.objects.filter(client_id=info.client_id).first()
-        if local_app is None:
-            raise InvalidInstallRequest("tokens belong to an application not registered here")
-    return VerifiedInstall(
-        claim=claim,
-        client_endpoint=client_endpoint,
-        server_endpoint=server_endpoint,
-        info=info,
-        local_app=local_app,
-    )
+    if not claim.refresh_token:
+        raise InvalidInstallRequest("install without a refresh token")
+    identity = claim.identify(clock=clock)
+    identity.admin_require(action=action)
+    grant = refresh_token_prove(identity=identity, refresh_token=claim.refresh_token, clock=clock)
+    return VerifiedInstall(claim=claim, identity=identity, grant=grant)
 
 
 def portal_install(*, claim: InstallClaim, clock: Clock | None = None) -> Portal:
     """Verify ``claim`` and create or update the Portal; bind the app's events after commit.
 
     A verified install restores a portal in any state (needs re-authorisation, payment required,
-    uninstalled) and replaces its token pair. Raises InvalidInstallRequest, changing nothing,
-    when the claim fails verification.
+    uninstalled) and replaces its token pair with the exchanged one. Raises InvalidInstallRequest,
+    changing nothing, when the claim fails a proof, with one exception: the installer frame and
+    ONAPPINSTALL may carry one token chain, so the second of them finds its refresh token spent.
+    From an administrator whose access token was confirmed, on a portal already holding a working
+    pair, that claim still sets the application token (ONAPPINSTALL is where it comes from) and
+    leaves everything else as it is.
     """
     clock = clock or timezone.now
-    verified = install_verify(claim=claim, clock=clock)
-    # The OAuth server's app.info may already carry LICENSE; otherwise ask the portal's own.
-    license_info = {"LICENSE": verified.info.license} if verified.info.license else _portal_license(verified)
+    try:
+        verified = install_verify(claim=claim, clock=clock)
+    except InvalidInstallRequest:
+        portal = _portal_with_spent_chain(claim=claim, clock=clock)
+        if portal is None:
+            raise
+        return portal
+    license_info = _portal_license(verified)
     portal = portal_store_verified(verified=verified, license_info=license_info, clock=clock, installing=True)
     transaction.on_commit(lambda: _events_bind(portal.pk))
     logger.info(
         "portal.installed",
         extra={"member_id": portal.member_id, "source": claim.source, "local": portal.is_local_app},
     )
+    return portal
+
+
+def _portal_with_spent_chain(*, claim: InstallClaim, clock: Clock) -> Portal | None:
+    """The second claim of one install (see :func:`portal_install`), or None for any other failure."""
+    portal = Portal.objects.filter(member_id=claim.member_id).first()
+    if portal is None or not portal.is_usable:
+        return None
+    try:
+        identity = claim.identify(clock=clock)
+        identity.admin_require(action="installing the app")
+    except InvalidInstallRequest:
+        return None
+    if claim.application_token:
+        portal_application_token_set(portal=portal, application_token=claim.application_token)
+    logger.info("portal.install_pair_spent", extra={"member_id": portal.member_id, "source": claim.source})
     return portal
 
 
@@ -196,31 +186,32 @@ def portal_store_verified(
     clock: Clock,
     installing: bool,
 ) -> Portal:
-    """Write a verified claim's pair and context onto the portal (created if new)."""
-    claim, info = verified.claim, verified.info
+    """Write a verified claim's exchanged pair and confirmed context onto the portal (created if new)."""
+    claim, identity, grant = verified.claim, verified.identity, verified.grant
+    info = identity.info
     now = clock()
     with transaction.atomic():
-        portal = Portal.objects.select_for_update().filter(member_id=claim.member_id).first()
+        portal = Portal.objects.select_for_update().filter(member_id=identity.member_id).first()
         if portal is None:
-            portal = Portal(member_id=claim.member_id)
-        portal.domain = claim.domain
-        portal.client_endpoint = verified.client_endpoint
-        portal.server_endpoint = verified.server_endpoint
-        if verified.local_app is not None:
-            portal.client_id = verified.local_app.client_id
-            portal.client_secret = verified.local_app.client_secret
+            portal = Portal(member_id=identity.member_id)
+        portal.domain = normalise_domain(claim.domain)
+        portal.client_endpoint = identity.client_endpoint
+        portal.server_endpoint = identity.server_endpoint
+        if identity.local_app is not None:
+            portal.client_id = identity.local_app.client_id
+            portal.client_secret = identity.local_app.client_secret
         elif info.client_id:
             portal.client_id, portal.client_secret = "", ""
-        portal.access_token = claim.access_token
-        portal.refresh_token = claim.refresh_token
-        # No lifetime in the claim: treat the token as expiring, so the first call refreshes it.
-        portal.expires_at = now + timedelta(seconds=claim.expires_in or 0)
+        portal.access_token = grant.access_token
+        portal.refresh_token = grant.refresh_token
+        portal.expires_at = grant.expires_at
         portal.refresh_token_issued_at = now
-        portal.user_id = info.user_id or claim.user_id or portal.user_id
-        portal.scope = ",".join(info.scope or claim.scope) or portal.scope
+        portal.last_refreshed_at = now
+        portal.user_id = grant.user_id or info.user_id
+        portal.scope = ",".join(grant.scope or info.scope) or portal.scope
         if claim.application_token:
             portal.application_token = claim.application_token
-        status = info.status or claim.status
+        status = info.status or grant.status
         if status in Portal.AppStatus.values:
             portal.app_status = status
         if license_info:
@@ -239,25 +230,30 @@ def portal_store_verified(
         if installing or portal.installed_at is None:
             portal.installed_at = now
         portal.uninstalled_at = None
+        portal.data_delete_after = None  # a clean uninstall's deletion is called off by the reinstall
         portal.save()
     return portal
 
 
 def _portal_license(verified: VerifiedInstall) -> Mapping[str, Any] | None:
-    """The portal's own app.info (LICENSE, PAYMENT_EXPIRED), or None when it can't be had.
+    """LICENSE and PAYMENT_EXPIRED: from the OAuth server's app.info, else the portal's own.
 
-    Best effort: the OAuth server already verified the install; the plan only tunes the rate
-    limiter and defaults to the safe (lower) one.
+    The portal is asked with the exchanged access token (the claimed one may have died with the
+    exchange). Best effort: the install is verified already; the plan only tunes the rate limiter
+    and defaults to the safe (lower) one.
     """
+    info = verified.identity.info
+    if info.license:
+        return {"LICENSE": info.license}
     credentials = TokenCredentials(
-        token=verified.claim.access_token,
-        client_endpoint=verified.client_endpoint,
-        member_id=verified.claim.member_id,
+        token=verified.grant.access_token,
+        client_endpoint=verified.identity.client_endpoint,
+        member_id=verified.identity.member_id,
     )
     try:
         result = rest_call(credentials=credentials, method="app.info")
     except Bitrix24Error as e:
-        extra = {"member_id": verified.claim.member_id, "error": type(e).__name__}
+        extra = {"member_id": verified.identity.member_id, "error": type(e).__name__}
         logger.warning("portal.license_unknown", extra=extra)
         return None
     return result if isinstance(result, Mapping) else None

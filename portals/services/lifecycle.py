@@ -1,29 +1,36 @@
 """What happens to an installed portal after the install: uninstall, app updates, payment, renames.
 
-The events app calls the first three with a portal it already authenticated by its
-application_token (protocol §7.3); renames come from the client (a 302 from the portal).
+The events app calls these for events it verified by their application_token (protocol §7.3).
+That token only proves "someone on this portal" (every user who opens the app receives it), so
+nothing here acts on an event's word alone: an uninstall or an update changes the portal only
+once Bitrix24 itself confirms it. Renames come from the client (a 302 from the portal).
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from ..bitrix.exceptions import (
     Bitrix24ApiError,
+    Bitrix24AuthError,
     Bitrix24ConfigError,
+    Bitrix24Error,
     Bitrix24PaymentRequired,
     Bitrix24PortalMoved,
     Bitrix24TokenExpired,
     Bitrix24TransportError,
+    InvalidInstallRequest,
 )
 from ..bitrix.oauth import AppInfo
 from ..models import Portal
+from ..signals import portal_changed
+from .confirm import token_identify, tokens_equal
 from .endpoints import endpoints_check, normalise_domain
 from .oauth import Clock, portal_oauth_server
 from .tokens import RefreshWhen, portal_raise_if_unusable, portal_tokens_refresh
@@ -31,39 +38,85 @@ from .tokens import RefreshWhen, portal_raise_if_unusable, portal_tokens_refresh
 logger = logging.getLogger(__name__)
 
 
-def application_token_matches(*, portal: Portal, application_token: str) -> bool:
-    """Constant-time comparison of a received application_token with the stored one."""
-    stored = portal.application_token
-    return bool(stored) and hmac.compare_digest(stored.encode(), (application_token or "").encode())
+def portal_uninstall(
+    *, portal: Portal, clean: bool, event_ts: datetime | None, clock: Clock | None = None
+) -> bool:
+    """ONAPPUNINSTALL, once Bitrix24 confirms it: mark uninstalled and erase the tokens.
 
-
-def portal_uninstall(*, portal: Portal, clean: bool, event_ts: datetime | None) -> bool:
-    """ONAPPUNINSTALL: mark uninstalled and erase the tokens; with ``clean`` also delete its data.
-
-    An uninstall older than the current install (delivered late, after a reinstall) changes
-    nothing. ``clean`` (the admin ticked "delete app data") deletes every row that references the
-    portal through a foreign key (other apps' data), keeping the Portal row itself so a later,
-    even older, uninstall still finds installed_at to compare with.
-    Returns False when the event was ignored as stale. Without ``event_ts`` it counts as now.
+    The event itself proves nothing (every user who opens the app holds the application token it
+    is signed with), so the app's own stored token asks the OAuth server first
+    (:func:`portal_app_gone`): while app.info still answers that the app is installed, nothing
+    changes. ``clean`` (the administrator ticked "delete app data") deletes every row that
+    references the portal through a foreign key, but only after BITRIX24_UNINSTALL_CLEAN_GRACE_HOURS
+    (:func:`portals_data_purge`), so a reinstall in between keeps the data. An uninstall older
+    than the current install (delivered late, after a reinstall) changes nothing either; without
+    ``event_ts`` it counts as now. Returns whether the portal was uninstalled. Raises
+    Bitrix24TransportError / Bitrix24ServerError when the OAuth server gave no answer (try again).
     """
-    event_ts = event_ts or timezone.now()
+    clock = clock or timezone.now
+    event_ts = event_ts or clock()
+    current = Portal.objects.get(pk=portal.pk)
+    if current.installed_at is not None and event_ts < current.installed_at:
+        logger.info("portal.uninstall_stale", extra={"member_id": current.member_id})
+        return False
+    if current.state != Portal.State.UNINSTALLED and not portal_app_gone(portal=current, clock=clock):
+        logger.warning("portal.uninstall_unconfirmed", extra={"member_id": current.member_id})
+        return False
+    now = clock()
     with transaction.atomic():
         portal = Portal.objects.select_for_update().get(pk=portal.pk)
         if portal.installed_at is not None and event_ts < portal.installed_at:
-            logger.info("portal.uninstall_stale", extra={"member_id": portal.member_id})
-            return False
+            return False  # reinstalled while app.info was being asked
         portal.state = Portal.State.UNINSTALLED
         portal.state_reason = "uninstalled from the portal" + (" with its data" if clean else "")
-        portal.state_changed_at = timezone.now()
+        portal.state_changed_at = now
         portal.uninstalled_at = event_ts
         portal.access_token = portal.refresh_token = portal.application_token = ""
         portal.expires_at = None
         portal.work_due_at = None
+        if clean and portal.data_delete_after is None:
+            portal.data_delete_after = now + timedelta(hours=settings.BITRIX24_UNINSTALL_CLEAN_GRACE_HOURS)
         portal.save()
-        if clean:
-            _portal_data_delete(portal)
     logger.info("portal.uninstalled", extra={"member_id": portal.member_id, "clean": clean})
     return True
+
+
+def portal_app_gone(*, portal: Portal, clock: Clock | None = None) -> bool:
+    """Whether Bitrix24, asked with the app's own stored token, says the app is no longer installed.
+
+    Gone: app.info answers ``installed: false``, or the OAuth server refuses the stored pair
+    (NOT_INSTALLED, PORTAL_DELETED, the token revoked, the refresh refused: uninstalling revokes
+    every token of the app). A portal without a stored pair can't be asked and counts as gone.
+    Not gone: app.info answers for an installed app (also with the payment expired). Raises
+    Bitrix24TransportError / Bitrix24ServerError when there was no answer.
+    """
+    if not portal.access_token or not portal.refresh_token:
+        return True
+    try:
+        info = portal_app_info(portal=portal, clock=clock)
+    except Bitrix24AuthError:
+        return True
+    return info.installed is False
+
+
+def portals_data_purge(*, now: datetime | None = None) -> list[str]:
+    """Delete the data of portals uninstalled with CLEAN whose grace period is over; their member_ids.
+
+    The Portal row itself stays, so a later (even older) uninstall still finds installed_at to
+    compare with.
+    """
+    purged = []
+    for portal_id in Portal.objects.data_deletion_due(now or timezone.now()).values_list("id", flat=True):
+        with transaction.atomic():
+            portal = Portal.objects.select_for_update().get(pk=portal_id)
+            if portal.state != Portal.State.UNINSTALLED or portal.data_delete_after is None:
+                continue  # reinstalled meanwhile
+            _portal_data_delete(portal)
+            portal.data_delete_after = None
+            portal.save(update_fields=["data_delete_after", "updated_at"])
+        logger.info("portal.data_deleted", extra={"member_id": portal.member_id})
+        purged.append(portal.member_id)
+    return purged
 
 
 def _portal_data_delete(portal: Portal) -> None:
@@ -73,14 +126,51 @@ def _portal_data_delete(portal: Portal) -> None:
             manager.filter(**{relation.field.name: portal}).delete()
 
 
-def portal_update_application_token(*, portal: Portal, application_token: str) -> None:
-    """ONAPPUPDATE: the event brings the application_token every later event will carry."""
-    if not application_token:
+def portal_application_token_set(*, portal: Portal, application_token: str) -> None:
+    """Store the application_token every later event will carry. Callers confirm the change first."""
+    if not application_token or tokens_equal(portal.application_token, application_token):
         return
-    # update() prepares the value through the field, so it is stored encrypted.
-    Portal.objects.filter(pk=portal.pk).update(application_token=application_token)
+    # update() prepares the value through the field, so it is stored encrypted; the receivers'
+    # token caches are dropped by the portal_changed signal below.
+    Portal.objects.filter(pk=portal.pk).update(application_token=application_token, updated_at=timezone.now())
     portal.application_token = application_token
+    portal_changed.send(sender=Portal, instance=portal)
     logger.info("portal.application_token_updated", extra={"member_id": portal.member_id})
+
+
+def portal_app_update_confirm(
+    *, portal: Portal, access_token: str, version: str, clock: Clock | None = None
+) -> None:
+    """Confirm an ONAPPUPDATE that brings a new application token; InvalidInstallRequest if not.
+
+    The event is signed with the new token, so the stored one can't vouch for it. Two independent
+    answers of Bitrix24 must agree before the token changes:
+
+    1. the event's access token is confirmed by app.info (this portal, this app) and belongs to an
+       administrator (only administrators update apps);
+    2. app.info asked with the app's own stored token shows the app installed at ``version``, the
+       version the event announces: an update really happened.
+
+    Until both hold the stored token stays the only one accepted, so a refused claim never makes
+    Bitrix24's genuine events fail.
+    """
+    identity = token_identify(
+        access_token=access_token,
+        member_id=portal.member_id,
+        domain=portal.domain,
+        client_endpoint=portal.client_endpoint,
+        server_endpoint=portal.server_endpoint,
+        clock=clock,
+    )
+    if identity.info.client_id and identity.info.client_id != portal.oauth_client_id:
+        raise InvalidInstallRequest("the token belongs to another application")
+    identity.admin_require(action="updating the app")
+    try:
+        stored = portal_app_info(portal=portal, clock=clock)
+    except Bitrix24Error as e:
+        raise InvalidInstallRequest(f"the update could not be confirmed: {type(e).__name__}") from e
+    if stored.installed is False or not version or stored.version != version:
+        raise InvalidInstallRequest("app.info does not show the announced version")
 
 
 def portal_payment_changed(*, portal: Portal, clock: Clock | None = None) -> Portal:
@@ -199,10 +289,21 @@ def portal_domain_follow(*, portal_id: int, new_domain: str, clock: Clock | None
         )
     except Bitrix24ConfigError as e:
         raise Bitrix24PortalMoved(new_domain, member_id=portal.member_id) from e
+    return portal_domain_set(portal_id=portal_id, domain=new_domain, client_endpoint=client_endpoint)
+
+
+def portal_domain_set(*, portal_id: int, domain: str, client_endpoint: str) -> Portal:
+    """Follow a rename that Bitrix24 confirmed (app.info names ``domain`` for the member_id).
+
+    ``client_endpoint`` was validated for ``domain`` by the caller (endpoints_check).
+    """
+    domain = normalise_domain(domain)
     with transaction.atomic():
         portal = Portal.objects.select_for_update().get(pk=portal_id)
         old = portal.domain
-        portal.domain, portal.client_endpoint = new_domain, client_endpoint
+        if (portal.domain, portal.client_endpoint) == (domain, client_endpoint):
+            return portal
+        portal.domain, portal.client_endpoint = domain, client_endpoint
         portal.save(update_fields=["domain", "client_endpoint", "updated_at"])
-    logger.info("portal.renamed", extra={"member_id": portal.member_id, "old": old, "new": new_domain})
+    logger.info("portal.renamed", extra={"member_id": portal.member_id, "old": old, "new": domain})
     return portal

@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from ..bitrix.exceptions import Bitrix24Error, InvalidInstallRequest
 from ..models import Portal
+from .confirm import admin_require
 from .oauth import Clock, portal_oauth_server
 from .tokens import portal_apply_grant
 
@@ -65,6 +66,14 @@ def portal_reauth_complete(
         raise InvalidInstallRequest(f"code exchange refused: {type(e).__name__}") from e
     if grant.member_id and grant.member_id.lower() != portal.member_id:
         raise InvalidInstallRequest("code exchanged for another portal")
+    # The grant is genuine (the OAuth server issued it for our code), but whose? Only an
+    # administrator's pair may become the portal's: the exchanged pair of anyone else is dropped.
+    admin_require(
+        access_token=grant.access_token,
+        client_endpoint=portal.client_endpoint,
+        member_id=portal.member_id,
+        action="re-authorising the app",
+    )
     now = clock()
     with transaction.atomic():
         portal = Portal.objects.select_for_update().get(pk=portal_id)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -15,8 +13,7 @@ from ..bitrix.exceptions import Bitrix24InboundError
 from ..models import Portal
 from ..services.frames import Frame, FrameSession, portal_frame_authenticate, portal_restore_from_frame
 from .framing import framed_by
-
-logger = logging.getLogger(__name__)
+from .refusals import refusal_page
 
 
 def _open(request: HttpRequest) -> tuple[Frame, FrameSession] | HttpResponse:
@@ -25,8 +22,7 @@ def _open(request: HttpRequest) -> tuple[Frame, FrameSession] | HttpResponse:
         frame = Frame.parse(query=request.GET, form=request.POST)
         session = portal_frame_authenticate(frame=frame)
     except Bitrix24InboundError as e:
-        logger.warning("portal.frame_refused", extra={"reason": str(e)})
-        return render(request, "portals/refused.html", {"reason": "frame"}, status=e.http_status)
+        return refusal_page(request, e, kind="frame", member_id=request.POST.get("member_id", ""))
     return frame, session
 
 
@@ -39,6 +35,7 @@ def _render(
     context = {
         "portal": portal,
         "user_id": session.user_id,
+        "is_admin": session.is_admin,
         "frame_token": session.signed(),
         "placement": frame.placement,
         "js_sdk_url": settings.BITRIX24_JS_SDK_URL,

@@ -10,10 +10,11 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET
 
-from ..bitrix.exceptions import Bitrix24ConfigError, InvalidInstallRequest
+from ..bitrix.exceptions import AdministratorRequired, Bitrix24ConfigError, InvalidInstallRequest
 from ..models import Portal
 from ..services.frames import frame_session_from_signed
 from ..services.reauth import portal_reauth_complete, portal_reauth_start
+from .refusals import refusal_page
 
 logger = logging.getLogger(__name__)
 
@@ -23,15 +24,20 @@ def oauth_start(request: HttpRequest) -> HttpResponse:
     """Redirect to the portal's /oauth/authorize/.
 
     Who may start it: a signed-in staff member (``?portal=<member_id>``, from the admin) or the
-    app page itself (``?frame=<signed token>``, issued to an authenticated frame).
+    app page itself (``?frame=<signed token>``, issued to an authenticated frame of a portal
+    administrator). Either way only an administrator of the portal can complete it: the callback
+    checks the user the code was issued to.
     """
     frame_token = request.GET.get("frame", "")
     if frame_token:
         try:
-            portal_id, _user = frame_session_from_signed(frame_token)
+            frame = frame_session_from_signed(frame_token)
         except signing.BadSignature:
-            return render(request, "portals/refused.html", {"reason": "oauth"}, status=403)
-        portal = get_object_or_404(Portal, pk=portal_id)
+            return refusal_page(request, InvalidInstallRequest("bad or expired frame token"), kind="oauth")
+        if not frame.is_admin:
+            error = AdministratorRequired("re-authorisation needs an administrator of the portal")
+            return refusal_page(request, error, kind="oauth")
+        portal = get_object_or_404(Portal, pk=frame.portal_id)
         return _redirect(portal)
     return _staff_start(request)
 
@@ -61,6 +67,5 @@ def oauth_callback(request: HttpRequest) -> HttpResponse:
             member_id=request.GET.get("member_id", ""),
         )
     except InvalidInstallRequest as e:
-        logger.warning("portal.reauth_refused", extra={"reason": str(e)})
-        return render(request, "portals/refused.html", {"reason": "oauth"}, status=e.http_status)
+        return refusal_page(request, e, kind="oauth", member_id=request.GET.get("member_id", ""))
     return render(request, "portals/reauthorised.html", {"portal": portal})

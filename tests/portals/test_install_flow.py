@@ -43,12 +43,16 @@ def post_frame(client, tokens, path="/bitrix/install/", **form_overrides):
 
 def test_onappinstall_creates_a_verified_portal(client, portals_sandbox):
     tokens = issue_tokens(portals_sandbox, 1)
+    grants = sandbox_grants(portals_sandbox, tokens["member_id"])
     response = post_event(client, event_claim_payload(tokens))
     assert response.status_code == 200
     portal = Portal.objects.get(member_id=tokens["member_id"])
     assert portal.state == Portal.State.ACTIVE
-    assert portal.access_token == tokens["access_token"]
-    assert portal.refresh_token == tokens["refresh_token"]
+    # The claimed refresh token proved itself by being exchanged: the new pair is what is stored.
+    assert sandbox_grants(portals_sandbox, tokens["member_id"]) == grants + 1
+    assert portal.refresh_token and portal.refresh_token != tokens["refresh_token"]
+    assert portal.access_token and portal.access_token != tokens["access_token"]
+    assert portal.user_id == portals_sandbox.portal(1)["admin_user_id"]
     assert portal.application_token == tokens["application_token"]
     assert portal.domain == portals_sandbox.portal(1)["domain"]
     assert portal.plan == portals_sandbox.portal(1)["plan"]
@@ -64,7 +68,8 @@ def test_installer_frame_renders_install_finish_framed_by_the_portal_only(client
     domain = portals_sandbox.portal(1)["domain"]
     assert response["Content-Security-Policy"] == f"frame-ancestors 'self' https://{domain}"
     assert "X-Frame-Options" not in response
-    assert Portal.objects.get(member_id=tokens["member_id"]).refresh_token == tokens["refresh_token"]
+    stored = Portal.objects.get(member_id=tokens["member_id"])
+    assert stored.refresh_token and stored.refresh_token != tokens["refresh_token"]  # exchanged
 
 
 def test_forged_installs_change_nothing(client, portals_sandbox):
@@ -96,9 +101,11 @@ def test_forged_installs_change_nothing(client, portals_sandbox):
 def test_reinstall_restores_and_a_late_uninstall_is_ignored(install_portal, portals_sandbox):
     portal = install_portal(1)
     first_install = Portal.objects.get(pk=portal.pk).installed_at
+    portals_sandbox.control("app/uninstall", member_id=portal.member_id)
     assert portal_uninstall(portal=portal, clean=False, event_ts=timezone.now())
     assert Portal.objects.get(pk=portal.pk).state == Portal.State.UNINSTALLED
 
+    portals_sandbox.control("app/install", member_id=portal.member_id)
     reinstalled = install_portal(1)
     assert reinstalled.pk == portal.pk and reinstalled.state == Portal.State.ACTIVE
     # The uninstall of the first installation arrives late: it must not undo the reinstall.

@@ -22,7 +22,6 @@ def claim_for(portal: Portal, **overrides) -> InstallClaim:
         "server_endpoint": "https://oauth.bitrix.info/rest/",
         "access_token": "attacker-access",
         "refresh_token": "attacker-refresh",
-        "expires_in": 3600,
         "application_token": "attacker-app-token",
     }
     values.update(overrides)

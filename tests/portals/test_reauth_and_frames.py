@@ -137,8 +137,11 @@ def test_admin_opening_the_app_restores_a_portal(client, install_portal, portals
     assert response.status_code == 200
     restored = Portal.objects.get(pk=portal.pk)
     assert restored.state == Portal.State.ACTIVE
-    assert restored.refresh_token == admin["refresh_token"]
-    assert PortalCredentials(portal.pk).access_token() == admin["access_token"]
+    # The admin's refresh token was exchanged (its proof): the exchanged pair is stored and works.
+    assert restored.refresh_token not in ("", admin["refresh_token"])
+    assert restored.user_id == portals_sandbox.portal(1)["admin_user_id"]
+    assert PortalCredentials(portal.pk).access_token() == restored.access_token
+    assert client_for_portal(member_id=portal.member_id).call("user.admin") is True
 
 
 def test_renamed_portal_is_followed_after_verification(install_portal, portals_sandbox):

@@ -27,7 +27,6 @@ def test_value_objects_hide_tokens():
         server_endpoint="https://oauth.bitrix.info/rest/",
         access_token="AT-secret",
         refresh_token="RT-secret",
-        expires_in=1800,
         application_token="APP-secret",
     )
     config = OAuthConfig(client_id="app.x", client_secret="CS-secret")

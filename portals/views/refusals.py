@@ -1,0 +1,43 @@
+"""The answer to a refused frame, install or re-authorisation: a page, never framable by strangers.
+
+A refusal page may be opened inside a portal's iframe (a user who isn't an administrator opening
+the installer), so it may be framed by the portal the request names, and by nobody else: a
+request naming no known portal gets the site-wide X-Frame-Options: DENY.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+
+from ..bitrix.exceptions import AdministratorRequired, Bitrix24InboundError
+from ..models import Portal
+from .framing import framed_by
+
+logger = logging.getLogger(__name__)
+
+
+def refusal_page(
+    request: HttpRequest, error: Bitrix24InboundError, *, kind: str, member_id: str = ""
+) -> HttpResponse:
+    """Log the refusal (rate-limited) and answer ``error.http_status`` with an explanation.
+
+    ``kind`` is what was refused: "install", "frame" or "oauth"; ``member_id`` the portal the
+    request names (unverified: it only decides which origin may frame this static page).
+    """
+    reason = "admin" if isinstance(error, AdministratorRequired) else kind
+    extra = {
+        "cause": type(error).__name__,
+        "reason": str(error),
+        "remote": request.META.get("REMOTE_ADDR", ""),
+    }
+    logger.warning(f"portal.{kind}_refused", extra=extra)
+    response = render(request, "portals/refused.html", {"reason": reason}, status=error.http_status)
+    portal = Portal.objects.filter(member_id=member_id.lower()).first() if member_id else None
+    if portal is not None and portal.state != Portal.State.UNINSTALLED:
+        return framed_by(response, portal)
+    response["X-Frame-Options"] = "DENY"
+    response["Content-Security-Policy"] = "frame-ancestors 'none'"
+    return response
