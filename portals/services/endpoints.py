@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
 
 from django.conf import settings
 
 from ..bitrix.exceptions import Bitrix24ConfigError
 from ..bitrix.oauth import oauth_server_for
+
+
+# member_id is 32 hex characters in every sample; letters, digits and a few separators are allowed.
+_MEMBER_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def normalise_member_id(member_id: object) -> str:
+    """A claimed member_id lower-cased, or "" when it can't be one (the claim is then refused)."""
+    text = str(member_id or "")
+    return text.lower() if _MEMBER_ID.match(text) else ""
 
 
 def allowed_schemes() -> tuple[str, ...]:

@@ -22,7 +22,7 @@ from ..bitrix.exceptions import Bitrix24Error, InvalidInstallRequest
 from ..bitrix.oauth import TokenGrant
 from ..models import Portal
 from .confirm import Identity, refresh_token_prove, token_identify
-from .endpoints import client_endpoint_for, normalise_domain
+from .endpoints import client_endpoint_for, normalise_domain, normalise_member_id
 from .lifecycle import plan_for_license, portal_application_token_set
 from .oauth import Clock
 from .rest import TokenCredentials, rest_call
@@ -81,7 +81,7 @@ def install_claim_from_frame(*, query: Mapping[str, Any], form: Mapping[str, Any
     https = _first(query.get("PROTOCOL"), form.get("PROTOCOL"), "1") != "0"
     return InstallClaim(
         source="frame",
-        member_id=_first(form.get("member_id")).lower(),
+        member_id=normalise_member_id(form.get("member_id")),
         domain=domain,
         client_endpoint=client_endpoint_for(domain, https=https) if domain else "",
         server_endpoint=_first(form.get("SERVER_ENDPOINT")) or default_server_endpoint(),
@@ -99,7 +99,7 @@ def install_claim_from_event(payload: Mapping[str, Any]) -> InstallClaim:
     domain = normalise_domain(_first(auth.get("domain")))
     return InstallClaim(
         source="event",
-        member_id=_first(auth.get("member_id")).lower(),
+        member_id=normalise_member_id(auth.get("member_id")),
         domain=domain,
         client_endpoint=_first(auth.get("client_endpoint")),
         server_endpoint=_first(auth.get("server_endpoint")),

@@ -14,6 +14,7 @@ from django.shortcuts import render
 
 from ..bitrix.exceptions import AdministratorRequired, Bitrix24InboundError
 from ..models import Portal
+from ..services.endpoints import normalise_member_id
 from .framing import framed_by
 
 logger = logging.getLogger(__name__)
@@ -35,7 +36,8 @@ def refusal_page(
     }
     logger.warning(f"portal.{kind}_refused", extra=extra)
     response = render(request, "portals/refused.html", {"reason": reason}, status=error.http_status)
-    portal = Portal.objects.filter(member_id=member_id.lower()).first() if member_id else None
+    member_id = normalise_member_id(member_id)
+    portal = Portal.objects.filter(member_id=member_id).first() if member_id else None
     if portal is not None and portal.state != Portal.State.UNINSTALLED:
         return framed_by(response, portal)
     response["X-Frame-Options"] = "DENY"
