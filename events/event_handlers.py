@@ -7,8 +7,10 @@ installation (``ts < installed_at``) belongs to an earlier installation and chan
 from __future__ import annotations
 
 import logging
+import secrets
 from datetime import datetime, timedelta
 
+from events.models import Event
 from events.registry import on_event
 from portals.bitrix.events import EventPayload
 from portals.bitrix.exceptions import Bitrix24NotFound
@@ -36,8 +38,21 @@ def app_uninstalled(*, portal: Portal, payload: EventPayload) -> None:
     from portals.services.lifecycle import portal_uninstall
 
     clean = str(payload.data.get("CLEAN", "0")) in ("1", "Y", "true")
-    # portal_uninstall ignores an event older than the current installation (a late uninstall).
-    portal_uninstall(portal=portal, clean=clean, event_ts=_latest_moment(payload))
+    # portal_uninstall ignores an event older than the current installation (a late uninstall),
+    # and one Bitrix24 doesn't confirm (any user of the portal can forge it).
+    if not portal_uninstall(portal=portal, clean=clean, event_ts=_latest_moment(payload)):
+        _release_idempotency_key(portal, payload)
+
+
+def _release_idempotency_key(portal: Portal, payload: EventPayload) -> None:
+    """Let a later event with the same key be stored: a forged copy must not stand in for it.
+
+    A forger who sends an event Bitrix24 is about to send (same event, data and second) would
+    otherwise have the genuine one dropped as its duplicate.
+    """
+    Event.objects.filter(portal=portal, idempotency_key=payload.idempotency_key()).update(
+        idempotency_key=f"released:{secrets.token_hex(24)}"
+    )
 
 
 @on_event("ONAPPUPDATE")

@@ -10,7 +10,6 @@ from django.conf import settings
 from ..bitrix.exceptions import Bitrix24ConfigError
 from ..bitrix.oauth import oauth_server_for
 
-
 # member_id is 32 hex characters in every sample; letters, digits and a few separators are allowed.
 _MEMBER_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
