@@ -204,6 +204,7 @@ def test_late_uninstall_never_undoes_a_newer_install(client, make_portal, worker
 
 def test_clean_uninstall_also_deletes_the_portals_event_history(client, make_portal, recorder, worker):
     from portals.models import Portal
+    from portals.services.lifecycle import portals_data_purge
 
     recorder("ONCRMCONTACTUPDATE")
     now = int(time.time())
@@ -213,8 +214,11 @@ def test_clean_uninstall_also_deletes_the_portals_event_history(client, make_por
     deadline = time.monotonic() + 20
     while Portal.objects.get(pk=portal.pk).state != Portal.State.UNINSTALLED and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert Portal.objects.get(pk=portal.pk).state == Portal.State.UNINSTALLED
-    # "Delete app data" was ticked: the portal's rows, its events included, are gone.
+    uninstalled = Portal.objects.get(pk=portal.pk)
+    assert uninstalled.state == Portal.State.UNINSTALLED
+    # "Delete app data" was ticked: after the grace period the portal's rows, its events included, go.
+    assert Event.objects.filter(portal_id=portal.pk).exists()
+    assert portals_data_purge(now=uninstalled.data_delete_after) == [portal.member_id]
     assert not Event.objects.filter(portal_id=portal.pk).exists()
 
 
