@@ -136,16 +136,18 @@ class EventPayload:
     def idempotency_key(self) -> str:
         """A digest that is equal for two deliveries of one change and differs for two changes.
 
-        It covers the event, the object, ts, the acting user and a digest of all of ``data`` -- not
-        only the object id -- so two different changes of one deal within one second stay two events;
-        an offline record is identified by its MESSAGE_ID as well. Not covered on purpose:
-        event_handler_id (two bindings of one handler deliver the same change twice) and the tokens.
+        It identifies the change: the event, the object, ts and all of ``data`` -- not only the object
+        id -- so two changes of one deal within one second that differ in their data stay two events;
+        an offline record is identified by its MESSAGE_ID as well. Not covered on purpose: whom it
+        is delivered as and through which binding -- ``auth[user_id]`` (a binding's ``auth_type``
+        picks the user whose token comes with it, so one change arrives once per binding, each as a
+        different user), event_handler_id -- and the tokens. So two changes of one object in the same
+        second with identical data are one change; nothing is lost, handlers fetch current state.
         """
         parts = {
             "event": self.event,
             "object": self.object_id,
             "ts": int(self.ts.timestamp()) if self.ts else None,
-            "user": str(self.auth.get("user_id", "")),
             "data": self.data,
             "offline": self.offline,
             "message": self.message_id,

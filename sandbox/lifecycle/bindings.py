@@ -210,20 +210,26 @@ def event_bind(regs: AppRegistrations, params: Mapping[str, Any], *, user_id: in
 def event_unbind(
     regs: AppRegistrations, params: Mapping[str, Any], *, user_id: int, is_admin: bool
 ) -> dict[str, int]:
-    """event.unbind → {"count": N}. Without auth_type only the "acting user" handlers (auth_type 0) match,
-    as the docs say; a non-admin can only remove handlers bound as themselves."""
+    """event.unbind → {"count": N}; administrators only (ACCESS_DENIED 403 otherwise).
+
+    As RD api-reference/events/event-unbind.md says: a parameter that isn't given doesn't narrow
+    the match, so without ``auth_type`` the handlers of every auth_type go; ``auth_type=0`` or an
+    empty value removes only the "acting user" handlers, another value only that user's.
+    """
+    if not is_admin:
+        raise LifecycleError("ACCESS_DENIED", "Access denied! Admin permissions required", status=403)
     event = _text(params, "event", "EVENT").upper()
     if not event:
         raise LifecycleError("ERROR_EVENT_NOT_FOUND", "Event not found")
     offline = _text(params, "event_type", "EVENT_TYPE").lower() == "offline"
     handler = _text(params, "handler", "HANDLER")
-    raw_auth_type = _text(params, "auth_type", "AUTH_TYPE")
-    auth_type = int(raw_auth_type) if raw_auth_type.isdigit() else 0
-    if not is_admin:
-        auth_type = user_id
+    auth_type: int | None = None  # None: any
+    if "auth_type" in params or "AUTH_TYPE" in params:
+        raw_auth_type = _text(params, "auth_type", "AUTH_TYPE")
+        auth_type = int(raw_auth_type) if raw_auth_type.isdigit() else 0
     keep, removed = [], 0
     for h in regs.handlers:
-        matches = h.event == event and h.offline == offline and h.auth_type == auth_type
+        matches = h.event == event and h.offline == offline and auth_type in (None, h.auth_type)
         if matches and not offline:
             matches = h.handler == handler
         if matches and offline and "auth_connector" in params:

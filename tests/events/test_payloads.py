@@ -52,13 +52,18 @@ def test_add_update_delete_of_one_deal_share_an_ordering_key():
 def test_idempotency_key_ignores_delivery_details_but_not_changes():
     base = load_payload("oncrmdealupdate__basic", ts=1736405807)
     key = parse_event_body(form_body(base)).idempotency_key()
-    same_change = {**base, "event_handler_id": "999", "auth": {**base["auth"], "access_token": "other"}}
+    # One change delivered through another binding: another handler id, and another user when the
+    # binding's auth_type names one.
+    same_change = {
+        **base,
+        "event_handler_id": "999",
+        "auth": {**base["auth"], "access_token": "other", "user_id": "2"},
+    }
     assert parse_event_body(form_body(same_change)).idempotency_key() == key
     for different in (
         {**base, "ts": "1736405808"},
         {**base, "data": {"FIELDS": {"ID": "760"}}},
         {**base, "event": "ONCRMDEALADD"},
-        {**base, "auth": {**base["auth"], "user_id": "2"}},
         {**base, "data": {"FIELDS": {"ID": "759", "STAGE_ID": "WON"}}},
     ):
         assert parse_event_body(form_body(different)).idempotency_key() != key

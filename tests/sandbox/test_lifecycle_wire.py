@@ -213,9 +213,44 @@ def test_event_bind_rules():
     }
     assert {(r["auth_type"], r["offline"]) for r in rows} == {("0", 0), ("5", 0), ("0", 1)}
     assert bindings.event_unbind(
-        regs, {"event": "ONCRMDEALADD", "handler": "http://127.0.0.1:9/h"}, user_id=1, is_admin=True
+        regs,
+        {"event": "ONCRMDEALADD", "handler": "http://127.0.0.1:9/h", "auth_type": 0},
+        user_id=1,
+        is_admin=True,
     ) == {"count": 1}
     assert len(regs.handlers) == 2
+
+
+def test_event_unbind_narrows_by_auth_type_only_when_given():
+    """RD api-reference/events/event-unbind.md: auth_type=0 or empty removes only the acting-user
+    handlers, another value only that user's; a parameter not given doesn't narrow; admins only."""
+    regs = AppRegistrations()
+    handler = "http://127.0.0.1:9/h"
+    for auth_type in (0, 2, 5):
+        bindings.event_bind(
+            regs,
+            {"event": "ONCRMDEALADD", "handler": handler, "auth_type": auth_type},
+            user_id=1,
+            is_admin=True,
+        )
+
+    def unbind(**params):
+        return bindings.event_unbind(
+            regs, {"event": "ONCRMDEALADD", "handler": handler, **params}, user_id=1, is_admin=True
+        )
+
+    assert unbind(auth_type="2") == {"count": 1}
+    assert {h.auth_type for h in regs.handlers} == {0, 5}
+    assert unbind(auth_type="") == {"count": 1}
+    assert {h.auth_type for h in regs.handlers} == {5}
+    with pytest.raises(LifecycleError) as refused:
+        bindings.event_unbind(
+            regs, {"event": "ONCRMDEALADD", "handler": handler, "auth_type": 2}, user_id=2, is_admin=False
+        )
+    assert refused.value.status == 403 and refused.value.code == "ACCESS_DENIED"
+    bindings.event_bind(regs, {"event": "ONCRMDEALADD", "handler": handler}, user_id=1, is_admin=True)
+    assert unbind() == {"count": 2}
+    assert regs.handlers == []
 
 
 def test_placement_bind_rules():
