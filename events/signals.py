@@ -9,11 +9,9 @@ from django.dispatch import receiver
 
 from events.services.tokens import portal_tokens
 from portals.models import Portal
-from portals.signals import portal_changed as portal_credentials_changed
 
 
 @receiver(post_save, sender=Portal, dispatch_uid="events.portal_saved")
-@receiver(portal_credentials_changed, sender=Portal, dispatch_uid="events.portal_credentials_changed")
 @receiver(post_delete, sender=Portal, dispatch_uid="events.portal_deleted")
 def portal_changed(sender: type[Portal], instance: Portal, **kwargs: Any) -> None:
     portal_tokens.invalidate(instance.member_id)

@@ -29,8 +29,9 @@ from ..bitrix.exceptions import (
 from ..models import Portal
 from .confirm import Identity, token_identify, tokens_equal
 from .install import InstallClaim, install_claim_from_frame, install_verify, portal_store_verified
-from .lifecycle import portal_domain_set, portal_payment_changed
+from .lifecycle import portal_payment_changed
 from .oauth import Clock
+from .store import portal_domain_record
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +132,7 @@ def portal_frame_authenticate(*, frame: Frame, clock: Clock | None = None) -> Fr
         raise UnknownPortal("the token belongs to another application")
     if identity.client_endpoint != portal.client_endpoint:
         # app.info confirmed this host for this member_id: the portal was renamed.
-        portal = portal_domain_set(
+        portal = portal_domain_record(
             portal_id=portal.pk, domain=claim.domain, client_endpoint=identity.client_endpoint
         )
     return FrameSession(portal=portal, identity=identity)

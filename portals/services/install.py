@@ -26,6 +26,7 @@ from .endpoints import client_endpoint_for, normalise_domain, normalise_member_i
 from .lifecycle import plan_for_license, portal_application_token_set
 from .oauth import Clock
 from .rest import TokenCredentials, rest_call
+from .store import portal_install_record
 
 logger = logging.getLogger(__name__)
 
@@ -187,52 +188,30 @@ def portal_store_verified(
     installing: bool,
 ) -> Portal:
     """Write a verified claim's exchanged pair and confirmed context onto the portal (created if new)."""
-    claim, identity, grant = verified.claim, verified.identity, verified.grant
-    info = identity.info
-    now = clock()
+    identity, grant, info = verified.identity, verified.grant, verified.identity.info
+    license = str((license_info or {}).get("LICENSE") or "")
+    payment_expired = info.payment_expired is True or (
+        str((license_info or {}).get("PAYMENT_EXPIRED", "N")).upper() == "Y"
+    )
+    local = identity.local_app
     with transaction.atomic():
         portal = Portal.objects.select_for_update().filter(member_id=identity.member_id).first()
-        if portal is None:
-            portal = Portal(member_id=identity.member_id)
-        portal.domain = normalise_domain(claim.domain)
-        portal.client_endpoint = identity.client_endpoint
-        portal.server_endpoint = identity.server_endpoint
-        if identity.local_app is not None:
-            portal.client_id = identity.local_app.client_id
-            portal.client_secret = identity.local_app.client_secret
-        elif info.client_id:
-            portal.client_id, portal.client_secret = "", ""
-        portal.access_token = grant.access_token
-        portal.refresh_token = grant.refresh_token
-        portal.expires_at = grant.expires_at
-        portal.refresh_token_issued_at = now
-        portal.last_refreshed_at = now
-        portal.user_id = grant.user_id or info.user_id
-        portal.scope = ",".join(grant.scope or info.scope) or portal.scope
-        if claim.application_token:
-            portal.application_token = claim.application_token
-        status = info.status or grant.status
-        if status in Portal.AppStatus.values:
-            portal.app_status = status
-        if license_info:
-            license = str(license_info.get("LICENSE") or "")
-            if license:
-                portal.license = license[:64]
-                portal.plan = plan_for_license(license)
-        payment_expired = info.payment_expired is True or (
-            str((license_info or {}).get("PAYMENT_EXPIRED", "N")).upper() == "Y"
+        portal_install_record(
+            portal or Portal(member_id=identity.member_id),
+            grant=grant,
+            domain=verified.claim.domain,
+            client_endpoint=identity.client_endpoint,
+            server_endpoint=identity.server_endpoint,
+            registration=(local.client_id, local.client_secret) if local else None,
+            application_token=verified.claim.application_token,
+            app_status=info.status or grant.status,
+            license=license,
+            plan=plan_for_license(license) if license else "",
+            payment_expired=payment_expired,
+            installing=installing,
+            now=clock(),
         )
-        new_state = Portal.State.PAYMENT_REQUIRED if payment_expired else Portal.State.ACTIVE
-        if portal.state != new_state or portal.pk is None:
-            portal.state_changed_at = now
-        portal.state = new_state
-        portal.state_reason = "app.info: payment expired" if payment_expired else ""
-        if installing or portal.installed_at is None:
-            portal.installed_at = now
-        portal.uninstalled_at = None
-        portal.data_delete_after = None  # a clean uninstall's deletion is called off by the reinstall
-        portal.save()
-    return portal
+    return Portal.objects.get(member_id=identity.member_id)
 
 
 def _portal_license(verified: VerifiedInstall) -> Mapping[str, Any] | None:

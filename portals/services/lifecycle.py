@@ -13,7 +13,6 @@ from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 
 from ..bitrix.exceptions import (
@@ -29,10 +28,17 @@ from ..bitrix.exceptions import (
 )
 from ..bitrix.oauth import AppInfo
 from ..models import Portal
-from ..signals import portal_changed
 from .confirm import token_identify, tokens_equal
 from .endpoints import endpoints_check, normalise_domain
 from .oauth import Clock, portal_oauth_server
+from .store import (
+    portal_application_token_record,
+    portal_data_deleted_record,
+    portal_domain_record,
+    portal_locked,
+    portal_payment_record,
+    portal_uninstall_record,
+)
 from .tokens import RefreshWhen, portal_raise_if_unusable, portal_tokens_refresh
 
 logger = logging.getLogger(__name__)
@@ -63,20 +69,13 @@ def portal_uninstall(
         logger.warning("portal.uninstall_unconfirmed", extra={"member_id": current.member_id})
         return False
     now = clock()
-    with transaction.atomic():
-        portal = Portal.objects.select_for_update().get(pk=portal.pk)
+    grace = timedelta(hours=settings.BITRIX24_UNINSTALL_CLEAN_GRACE_HOURS)
+    with portal_locked(portal.pk) as portal:
         if portal.installed_at is not None and event_ts < portal.installed_at:
             return False  # reinstalled while app.info was being asked
-        portal.state = Portal.State.UNINSTALLED
-        portal.state_reason = "uninstalled from the portal" + (" with its data" if clean else "")
-        portal.state_changed_at = now
-        portal.uninstalled_at = event_ts
-        portal.access_token = portal.refresh_token = portal.application_token = ""
-        portal.expires_at = None
-        portal.work_due_at = None
-        if clean and portal.data_delete_after is None:
-            portal.data_delete_after = now + timedelta(hours=settings.BITRIX24_UNINSTALL_CLEAN_GRACE_HOURS)
-        portal.save()
+        portal_uninstall_record(
+            portal, event_ts=event_ts, delete_data_after=now + grace if clean else None, now=now
+        )
     logger.info("portal.uninstalled", extra={"member_id": portal.member_id, "clean": clean})
     return True
 
@@ -107,13 +106,11 @@ def portals_data_purge(*, now: datetime | None = None) -> list[str]:
     """
     purged = []
     for portal_id in Portal.objects.data_deletion_due(now or timezone.now()).values_list("id", flat=True):
-        with transaction.atomic():
-            portal = Portal.objects.select_for_update().get(pk=portal_id)
+        with portal_locked(portal_id) as portal:
             if portal.state != Portal.State.UNINSTALLED or portal.data_delete_after is None:
                 continue  # reinstalled meanwhile
             _portal_data_delete(portal)
-            portal.data_delete_after = None
-            portal.save(update_fields=["data_delete_after", "updated_at"])
+            portal_data_deleted_record(portal)
         logger.info("portal.data_deleted", extra={"member_id": portal.member_id})
         purged.append(portal.member_id)
     return purged
@@ -128,14 +125,8 @@ def _portal_data_delete(portal: Portal) -> None:
 
 def portal_application_token_set(*, portal: Portal, application_token: str) -> None:
     """Store the application_token every later event will carry. Callers confirm the change first."""
-    if not application_token or tokens_equal(portal.application_token, application_token):
-        return
-    # update() prepares the value through the field, so it is stored encrypted; the receivers'
-    # token caches are dropped by the portal_changed signal below.
-    Portal.objects.filter(pk=portal.pk).update(application_token=application_token, updated_at=timezone.now())
-    portal.application_token = application_token
-    portal_changed.send(sender=Portal, instance=portal)
-    logger.info("portal.application_token_updated", extra={"member_id": portal.member_id})
+    if application_token and not tokens_equal(portal.application_token, application_token):
+        portal_application_token_record(portal=portal, application_token=application_token)
 
 
 def portal_app_update_confirm(
@@ -185,17 +176,15 @@ def portal_payment_changed(*, portal: Portal, clock: Clock | None = None) -> Por
     if portal.state not in (Portal.State.ACTIVE, Portal.State.PAYMENT_REQUIRED) or not portal.refresh_token:
         return portal
     info = portal_app_info(portal=portal, clock=clock)
-    with transaction.atomic():
-        portal = Portal.objects.select_for_update().get(pk=portal.pk)
-        portal_apply_app_info(portal, info)
-        expired = info.payment_expired is True
-        new_state = Portal.State.PAYMENT_REQUIRED if expired else Portal.State.ACTIVE
-        if portal.state != new_state:
-            portal.state = new_state
-            portal.state_reason = "app.info: payment expired" if expired else ""
-            portal.state_changed_at = clock()
-            logger.info("portal.payment_state", extra={"member_id": portal.member_id, "state": new_state})
-        portal.save()
+    with portal_locked(portal.pk) as portal:
+        portal_payment_record(
+            portal,
+            expired=info.payment_expired is True,
+            app_status=info.status,
+            license=info.license,
+            plan=plan_for_license(info.license) if info.license else "",
+            now=clock(),
+        )
     return portal
 
 
@@ -243,15 +232,6 @@ def _refresh_for_check(*, portal: Portal, clock: Clock) -> Portal:
     )
 
 
-def portal_apply_app_info(portal: Portal, info: AppInfo) -> None:
-    """Copy status, license and plan from app.info onto ``portal`` (unsaved)."""
-    if info.status in Portal.AppStatus.values:
-        portal.app_status = info.status
-    if info.license:
-        portal.license = info.license[:64]
-        portal.plan = plan_for_license(info.license)
-
-
 def plan_for_license(license: str) -> str:
     """The rate-limit plan for a LICENSE like ``en_ent250`` (Enterprise) or ``en_basic``."""
     family = license.lower().split("_", 1)[-1]
@@ -289,21 +269,4 @@ def portal_domain_follow(*, portal_id: int, new_domain: str, clock: Clock | None
         )
     except Bitrix24ConfigError as e:
         raise Bitrix24PortalMoved(new_domain, member_id=portal.member_id) from e
-    return portal_domain_set(portal_id=portal_id, domain=new_domain, client_endpoint=client_endpoint)
-
-
-def portal_domain_set(*, portal_id: int, domain: str, client_endpoint: str) -> Portal:
-    """Follow a rename that Bitrix24 confirmed (app.info names ``domain`` for the member_id).
-
-    ``client_endpoint`` was validated for ``domain`` by the caller (endpoints_check).
-    """
-    domain = normalise_domain(domain)
-    with transaction.atomic():
-        portal = Portal.objects.select_for_update().get(pk=portal_id)
-        old = portal.domain
-        if (portal.domain, portal.client_endpoint) == (domain, client_endpoint):
-            return portal
-        portal.domain, portal.client_endpoint = domain, client_endpoint
-        portal.save(update_fields=["domain", "client_endpoint", "updated_at"])
-    logger.info("portal.renamed", extra={"member_id": portal.member_id, "old": old, "new": domain})
-    return portal
+    return portal_domain_record(portal_id=portal_id, domain=new_domain, client_endpoint=client_endpoint)

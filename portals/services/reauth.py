@@ -13,14 +13,13 @@ import secrets
 from urllib.parse import urlsplit
 
 from django.core.cache import cache
-from django.db import transaction
 from django.utils import timezone
 
 from ..bitrix.exceptions import Bitrix24Error, InvalidInstallRequest
 from ..models import Portal
 from .confirm import admin_require
 from .oauth import Clock, portal_oauth_server
-from .tokens import portal_apply_grant
+from .store import Cause, portal_grant_record, portal_locked
 
 logger = logging.getLogger(__name__)
 
@@ -74,15 +73,7 @@ def portal_reauth_complete(
         member_id=portal.member_id,
         action="re-authorising the app",
     )
-    now = clock()
-    with transaction.atomic():
-        portal = Portal.objects.select_for_update().get(pk=portal_id)
-        portal_apply_grant(portal, grant, now)
-        if portal.state != Portal.State.ACTIVE:
-            portal.state_changed_at = now
-        portal.state = Portal.State.ACTIVE
-        portal.state_reason = ""
-        portal.uninstalled_at = None
-        portal.save()
+    with portal_locked(portal_id) as portal:
+        portal_grant_record(portal, grant, cause=Cause.REAUTHORISED, now=clock())
     logger.info("portal.reauthorised", extra={"member_id": portal.member_id})
     return portal

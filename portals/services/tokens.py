@@ -21,15 +21,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 
 from ..bitrix.exceptions import (
     Bitrix24AuthError,
-    Bitrix24ConfigError,
     Bitrix24InvalidGrant,
     Bitrix24PaymentRequired,
     Bitrix24PortalUnavailable,
@@ -38,9 +35,9 @@ from ..bitrix.exceptions import (
 )
 from ..bitrix.oauth import OAuthServer, TokenGrant, backoff_delays
 from ..models import Portal
-from .endpoints import endpoints_check, normalise_domain
 from .locks import portal_refresh_lock
 from .oauth import Clock, portal_oauth_server
+from .store import Cause, portal_grant_record, portal_locked, portal_refusal_record
 
 logger = logging.getLogger(__name__)
 
@@ -128,8 +125,7 @@ def portal_tokens_refresh(
     clock = clock or timezone.now
     with portal_refresh_lock(portal_id):
         failure: Bitrix24AuthError | None = None
-        with transaction.atomic():
-            portal = Portal.objects.select_for_update().get(pk=portal_id)
+        with portal_locked(portal_id) as portal:
             now = clock()
             if not when.holds_for(portal, now):
                 return portal  # another caller refreshed already: use its pair
@@ -141,10 +137,10 @@ def portal_tokens_refresh(
                 logger.warning("portal.refresh_unanswered", extra={"member_id": portal.member_id})
                 raise
             except Bitrix24AuthError as e:
-                _portal_record_refusal(portal, e, now)
+                portal_refusal_record(portal, e, source="refresh refused", now=now)
                 failure = e
             else:
-                _portal_store_grant(portal, grant, now)
+                portal_grant_record(portal, grant, cause=Cause.REFRESHED, now=now)
                 extra = {"member_id": portal.member_id, "reason": reason}
                 logger.info("portal.tokens_refreshed", extra=extra)
                 return portal
@@ -196,75 +192,5 @@ def portal_record_unavailable(
     PAYMENT_REQUIRED): record it on the portal, as a refused refresh would be, so an operator
     sees it and later calls fail fast instead of asking Bitrix24 again."""
     now = (clock or timezone.now)()
-    with transaction.atomic():
-        portal = Portal.objects.select_for_update().filter(pk=portal_id).first()
-        if portal is None or portal.state == Portal.State.UNINSTALLED:
-            return
-        _portal_record_refusal(portal, error, now, source="REST call refused")
-
-
-def _portal_record_refusal(
-    portal: Portal, error: Bitrix24AuthError, now: datetime, *, source: str = "refresh refused"
-) -> None:
-    if isinstance(error, Bitrix24PaymentRequired):
-        state = Portal.State.PAYMENT_REQUIRED
-    elif isinstance(error, Bitrix24PortalUnavailable):
-        state = Portal.State.UNINSTALLED
-    else:  # invalid_grant, invalid_client, wrong_client, an unknown token
-        state = Portal.State.REAUTH_REQUIRED
-    reason = f"{source}: {error.code or type(error).__name__}"
-    if error.description:
-        reason += f" ({error.description})"
-    portal.state = state
-    portal.state_reason = reason[:500]
-    portal.state_changed_at = now
-    fields = ["state", "state_reason", "state_changed_at", "updated_at"]
-    if state == Portal.State.UNINSTALLED:
-        portal.access_token = portal.refresh_token = ""
-        portal.uninstalled_at = now
-        fields += ["access_token", "refresh_token", "uninstalled_at"]
-    portal.save(update_fields=fields)
-    logger.warning(
-        "portal.refresh_refused", extra={"member_id": portal.member_id, "state": state, "code": error.code}
-    )
-
-
-def _portal_store_grant(portal: Portal, grant: TokenGrant, now: datetime) -> None:
-    portal_apply_grant(portal, grant, now)
-    portal.save()
-
-
-def portal_apply_grant(portal: Portal, grant: TokenGrant, now: datetime) -> None:
-    """Copy a grant from the OAuth server onto ``portal`` (unsaved).
-
-    The token response comes from the allow-listed server itself, so a different client_endpoint
-    for the same member_id is a trusted rename and is followed.
-    """
-    portal.access_token = grant.access_token
-    portal.refresh_token = grant.refresh_token
-    portal.expires_at = grant.expires_at
-    portal.refresh_token_issued_at = now
-    portal.last_refreshed_at = now
-    if grant.scope:
-        portal.scope = ",".join(grant.scope)
-    if grant.user_id:
-        portal.user_id = grant.user_id
-    if grant.status in Portal.AppStatus.values:
-        portal.app_status = grant.status
-    if grant.client_endpoint and grant.member_id == portal.member_id:
-        _follow_endpoint(portal, grant.client_endpoint)
-
-
-def _follow_endpoint(portal: Portal, client_endpoint: str) -> None:
-    domain = normalise_domain(urlsplit(client_endpoint).netloc)
-    if not domain or domain == portal.domain:
-        return
-    try:
-        endpoint, _server = endpoints_check(
-            domain=domain, client_endpoint=client_endpoint, server_endpoint=portal.server_endpoint
-        )
-    except Bitrix24ConfigError:
-        logger.warning("portal.endpoint_ignored", extra={"member_id": portal.member_id})
-        return
-    logger.info("portal.renamed", extra={"member_id": portal.member_id, "old": portal.domain, "new": domain})
-    portal.domain, portal.client_endpoint = domain, endpoint
+    with portal_locked(portal_id) as portal:
+        portal_refusal_record(portal, error, source="REST call refused", now=now)
