@@ -99,3 +99,17 @@ def test_a_refusal_moves_an_active_portal_and_never_an_uninstalled_one(error, st
     gone.refresh_from_db()
     assert (gone.state, gone.state_changed_at) == (Portal.State.UNINSTALLED, before)
 
+
+def test_docs_print_the_transition_table_as_it_is():
+    text = (ROOT / "docs" / "portals.md").read_text()
+    columns = [None, *Portal.State]
+    printed = {}
+    for line in text.splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if len(cells) == 6 and cells[0].startswith("`") and cells[0].strip("`") in set(Cause):
+            printed[Cause(cells[0].strip("`"))] = {
+                column: Portal.State(cell)
+                for column, cell in zip(columns, cells[1:], strict=True)
+                if cell != "—"
+            }
+    assert printed == TRANSITIONS
