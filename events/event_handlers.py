@@ -33,7 +33,7 @@ def _from_earlier_installation(portal: Portal, payload: EventPayload) -> bool:
     return bool(portal.installed_at and moment and moment < portal.installed_at)
 
 
-@on_event("ONAPPUNINSTALL")
+@on_event("ONAPPUNINSTALL", atomic=False)
 def app_uninstalled(*, portal: Portal, payload: EventPayload) -> None:
     from portals.services.lifecycle import portal_uninstall
 
@@ -55,7 +55,7 @@ def _release_idempotency_key(portal: Portal, payload: EventPayload) -> None:
     )
 
 
-@on_event("ONAPPUPDATE")
+@on_event("ONAPPUPDATE", atomic=False)
 def app_updated(*, portal: Portal, payload: EventPayload) -> None:
     """Re-bind the app's events: Bitrix24 drops an app's bindings when the app is updated.
 
@@ -70,7 +70,7 @@ def app_updated(*, portal: Portal, payload: EventPayload) -> None:
     app_events_bind(portal_id=portal.pk)
 
 
-@on_event("ONAPPPAYMENT")
+@on_event("ONAPPPAYMENT", atomic=False)
 def app_payment(*, portal: Portal, payload: EventPayload) -> None:
     from portals.services.lifecycle import portal_payment_changed
 
@@ -79,7 +79,7 @@ def app_payment(*, portal: Portal, payload: EventPayload) -> None:
     portal_payment_changed(portal=portal)
 
 
-@on_event("ONOFFLINEEVENT")
+@on_event("ONOFFLINEEVENT", atomic=False)
 def offline_queue_has_records(*, portal: Portal, payload: EventPayload) -> None:
     from events.tasks import events_offline_drain
 

@@ -7,10 +7,17 @@
         ...
 
 A handler receives the :class:`~portals.models.Portal` and the
-:class:`~portals.bitrix.events.EventPayload` (without tokens), runs in a Celery worker after the
-event was stored, and may run more than once for one event (at-least-once): make it idempotent.
-Raising marks the event for a retry with backoff; an exception whose ``retryable`` attribute is
-False (the Bitrix24 exception tree sets it) or a :class:`PermanentEventError` fails it at once.
+:class:`~portals.bitrix.events.EventPayload` (without tokens) and runs in a Celery worker after the
+event was stored. Raising marks the event for a retry with backoff; an exception whose ``retryable``
+attribute is False (the Bitrix24 exception tree sets it) or a :class:`PermanentEventError` fails it
+at once.
+
+What it writes to the database commits together with the mark that its event is done, or not at
+all: exactly once. What it does elsewhere (REST calls, mail, other services) may happen more than
+once for one event (a retry, a worker killed before the commit): give such effects
+``payload.idempotency_key()``, the same on every run of one event (docs/events.md, "Dispatch
+guarantees"). A handler that changes the Portal row itself, or needs its effects committed before
+it returns, registers with ``atomic=False`` and runs outside the batch transaction.
 
 Handlers are discovered at start-up: every installed app's ``event_handlers`` module is imported,
 plus the modules listed in ``BITRIX24_EVENT_HANDLER_MODULES``.
@@ -28,6 +35,8 @@ from django.utils.module_loading import autodiscover_modules
 Handler = Callable[..., Any]
 
 _handlers: dict[str, list[Handler]] = {}
+# Handlers registered with atomic=False, by identity.
+_outside_batch: set[object] = set()
 
 
 class PermanentEventError(Exception):
@@ -36,12 +45,21 @@ class PermanentEventError(Exception):
     retryable = False
 
 
-def on_event(*names: str) -> Callable[[Handler], Handler]:
-    """Register the decorated function for each event name (case-insensitive)."""
+def on_event(*names: str, atomic: bool = True) -> Callable[[Handler], Handler]:
+    """Register the decorated function for each event name (case-insensitive).
+
+    ``atomic=False``: events with this handler run outside the drain's batch transaction, each
+    marked done on its own after its handlers return (for handlers that lock the Portal row or
+    must not have their writes rolled back with a batch).
+    """
     if not names:
         raise ValueError("on_event() needs at least one event name")
 
     def register(func: Handler) -> Handler:
+        if atomic:
+            _outside_batch.discard(_identity(func))
+        else:
+            _outside_batch.add(_identity(func))
         for name in names:
             bucket = _handlers.setdefault(name.upper(), [])
             # Re-importing a module (autoreload, tests) must not register a handler twice.
@@ -70,6 +88,11 @@ def unregister(name: str, func: Handler) -> None:
 
 def handlers_for(name: str) -> tuple[Handler, ...]:
     return tuple(_handlers.get(name.upper(), ()))
+
+
+def runs_in_batch(name: str) -> bool:
+    """Whether events called ``name`` run inside the drain's batch transaction (no handler opted out)."""
+    return not any(_identity(handler) in _outside_batch for handler in handlers_for(name))
 
 
 def handles(name: str) -> bool:

@@ -1,15 +1,20 @@
-"""Draining the outbox: pending events → their handlers, at least once, in order per object.
+"""Draining the outbox: pending events → their handlers, in order per object.
 
 Waking: after an event commits, :func:`events_wake` sets a per-shard flag in Redis with SET NX and
 queues one drain task only if the flag was not already set, so a burst of events costs one task.
 The drainer clears the flag when it runs out of work and then looks once more, so an event committed
-while it was finishing is never left behind; a periodic sweep (``events_sweep``) covers a worker that
-died holding the flag (which also expires).
+while it was finishing is never left behind; a periodic sweep (``events_sweep``) covers lost wake-ups
+and a worker that died holding the flag (it clears the flag of a shard nobody drains). A failed
+wake-up (Redis or the broker down) is logged, rate-limited, and made good by the sweep.
 
 Ordering: all events of one (portal, object) fall into one shard; a shard is drained by one worker at
 a time (a PostgreSQL advisory lock, released by the server if the worker dies; on SQLite, which is one
 machine, a file lock, released by the OS), in (ts, id) order. An event waiting for a retry blocks the
 later events of its object until it is done or failed.
+
+Guarantees (docs/events.md, "Dispatch guarantees"): on PostgreSQL a batch's handlers run in one
+transaction with their events' done marks, each event in a savepoint of its own, so a handler's
+database effects are applied exactly once; effects outside the database are at least once.
 """
 
 from __future__ import annotations
@@ -22,17 +27,21 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import kombu.exceptions
+import psycopg
 import redis
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Exists, F, OuterRef, Q
+from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
 from bitrix_app.redis_client import redis_client
@@ -40,6 +49,7 @@ from events import registry
 from events.models import Event
 from portals.bitrix.events import LIFECYCLE_EVENTS, payload_from_json
 from portals.models import Portal
+from portals.services.autonomous import independent_commits
 
 logger = logging.getLogger("events")
 
@@ -48,10 +58,11 @@ _LOCK_CLASS = 0x0E7E
 _WAKE_FLAG_SECONDS = 120
 _MAX_ERROR_CHARS = 2000
 # A drainer that caught up waits this long before its next batch (dispatch latency, not intake's):
-# every batch costs a SELECT and an UPDATE, built and run whatever its size. At 1,000 events/s over
-# 8 shards, 50 ms made batches of a few events and the worker spent a third of its CPU building
-# queries; 200 ms cut its CPU per event by a quarter (docs/events.md, Benchmark).
+# every batch costs its fixed queries, built and run whatever its size, so at a steady load a longer
+# gather means fewer, bigger batches (the figures: docs/events.md, Benchmark).
 _GATHER_SECONDS = 0.2
+# A wake-up fails when Redis or the broker is down: it is logged and the sweep makes it good.
+_WAKE_OUTAGE = (redis.RedisError, kombu.exceptions.OperationalError)
 
 
 def _redis() -> redis.Redis:
@@ -81,7 +92,11 @@ def events_wake(*, shard: int, force: bool = False) -> None:
 
 
 def events_wake_many(*, shards: set[int], force: bool = False) -> None:
-    """:func:`events_wake` for several shards with one Redis round trip (a group commit's batch)."""
+    """:func:`events_wake` for several shards with one Redis round trip (a group commit's batch).
+
+    Never raises for Redis or the broker being down: that is logged (rate-limited) and the periodic
+    sweep wakes the shards once they are back.
+    """
     from events.tasks import events_drain
 
     if not settings.REDIS_URL:  # single-process mode: tasks run inline
@@ -94,20 +109,64 @@ def events_wake_many(*, shards: set[int], force: bool = False) -> None:
     )
     if not due:
         return
-    pipe = _redis().pipeline(transaction=False)
-    for shard in due:
-        _wake_seen[shard] = seen  # taken before the SET: the flag existed at least from this moment
-        pipe.set(_wake_key(shard), "1", nx=True, ex=_WAKE_FLAG_SECONDS)
-    for shard, was_set in zip(due, pipe.execute(), strict=True):
-        if was_set:
-            events_drain.delay(shard)
+    with _logged_if_down(due):
+        pipe = _redis().pipeline(transaction=False)
+        for shard in due:
+            _wake_seen[shard] = seen  # taken before the SET: the flag existed at least from this moment
+            pipe.set(_wake_key(shard), "1", nx=True, ex=_WAKE_FLAG_SECONDS)
+        for shard, was_set in zip(due, pipe.execute(), strict=True):
+            if was_set:
+                events_drain.delay(shard)
+
+
+class _ThrottledWarning:
+    """Logs ``message`` at most once per cause every ``interval`` seconds, with how many it suppressed.
+
+    With Redis down every wake-up fails at once, so one line per failure would flood the log of a
+    busy web process without saying more than the first line did.
+    """
+
+    def __init__(self, message: str, *, interval: float = 10.0):
+        self.message = message
+        self.interval = interval
+        self._last: dict[str, tuple[float, int]] = {}  # cause → (last logged, suppressed since)
+        self._lock = threading.Lock()
+
+    def __call__(self, cause: str, **extra: Any) -> None:
+        now = time.monotonic()
+        with self._lock:
+            last = self._last.get(cause)
+            if last is not None and now - last[0] < self.interval:
+                self._last[cause] = (last[0], last[1] + 1)
+                return
+            self._last[cause] = (now, 0)
+        suppressed = last[1] if last is not None else 0
+        logger.warning(self.message, extra={**extra, "cause": cause, "suppressed": suppressed})
+
+
+_log_wake_failed = _ThrottledWarning("events.wake_failed")
+
+
+def _wake_failed(error: BaseException, shards: Iterable[int]) -> None:
+    """One ``events.wake_failed`` line for ``error`` (no traceback: the cause and the shards say it)."""
+    cause = f"{type(error).__module__}.{type(error).__qualname__}"
+    _log_wake_failed(cause, error=type(error).__name__, shards=sorted(shards))
+
+
+@contextmanager
+def _logged_if_down(shards: list[int]) -> Iterator[None]:
+    """Turn Redis or the broker being down into a logged wake failure: the sweep makes it good."""
+    try:
+        yield
+    except _WAKE_OUTAGE as e:
+        _wake_failed(e, shards)
 
 
 class ShardWaker:
     """Wakes shards from one background thread per process, so no request waits on Redis or the broker.
 
     A group commit's leader used to wake its batch's shards itself before answering (a Redis round
-    trip, sometimes a broker publish); under load a new Redis connection once held it for 5 s
+    trip, sometimes a broker publish), and a slow Redis connection held the request with it
     (docs/events.md, Benchmark). Now it hands the shards over and answers, and the thread wakes all
     it was handed while busy with one round trip. A wake-up that fails, or that the process exits
     before sending, is made good by the periodic sweep (``events_sweep``): the events are committed.
@@ -141,9 +200,7 @@ class ShardWaker:
             try:
                 self._wake(shards)
             except Exception as e:
-                logger.warning(
-                    "events.wake_failed", extra={"error": type(e).__name__, "shards": sorted(shards)}
-                )
+                _wake_failed(e, shards)
             finally:
                 close_old_connections()  # in single-process mode the drain itself runs here
 
@@ -161,7 +218,8 @@ def events_wake_soon(*, shards: set[int]) -> None:
 
 def _wake_flag_clear(shard: int) -> None:
     if settings.REDIS_URL:
-        _redis().delete(_wake_key(shard))
+        with _logged_if_down([shard]):
+            _redis().delete(_wake_key(shard))
 
 
 @contextmanager
@@ -180,6 +238,12 @@ def _shard_lock(shard: int) -> Iterator[bool]:
         if acquired:
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [_LOCK_CLASS, shard])
+
+
+def _shard_lock_free(shard: int) -> bool:
+    """Whether nobody drains ``shard`` now (the lock is taken and released at once)."""
+    with _shard_lock(shard) as acquired:
+        return acquired
 
 
 @contextmanager
@@ -230,7 +294,8 @@ def events_drain_shard(
     report = DrainReport()
     if scheduled and settings.REDIS_URL:
         # This is the delayed drain of a retry: from now on a new one may be scheduled.
-        _redis().delete(_retry_key(shard))
+        with _logged_if_down([shard]):
+            _redis().delete(_retry_key(shard))
     with _shard_lock(shard) as acquired:
         if not acquired:
             return None
@@ -273,14 +338,15 @@ def _schedule_next_retry(shard: int) -> None:
     if first is None:
         return
     delay = max((first - timezone.now()).total_seconds(), 0.0) + 0.05
-    if settings.REDIS_URL:
-        # One delayed drain per shard at a time: every drain run ends here, and retries pending
-        # behind a later one are picked up by that drain or by the sweep.
-        # The key outlives the countdown so a lost task still frees it (the sweep does the work).
-        ttl = int(delay * 1000) + 60_000
-        if not _redis().set(_retry_key(shard), "1", nx=True, px=ttl):
-            return
-    events_drain.apply_async(args=[shard], kwargs={"scheduled": True}, countdown=delay)
+    with _logged_if_down([shard]):
+        if settings.REDIS_URL:
+            # One delayed drain per shard at a time: every drain run ends here, and retries pending
+            # behind a later one are picked up by that drain or by the sweep.
+            # The key outlives the countdown so a lost task still frees it (the sweep does the work).
+            ttl = int(delay * 1000) + 60_000
+            if not _redis().set(_retry_key(shard), "1", nx=True, px=ttl):
+                return
+        events_drain.apply_async(args=[shard], kwargs={"scheduled": True}, countdown=delay)
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,8 +403,73 @@ def _drain_batch(*, shard: int, now: datetime, report: DrainReport, portals: dic
     if missing:
         portals.update(Portal.objects.in_bulk(missing))
     blocked: dict[tuple[int, str], tuple[datetime, int]] = {}
-    done: list[int] = []
+    for rows, in_transaction in _runs(due):
+        if not in_transaction:
+            done = _dispatch_run(rows, now=now, report=report, portals=portals, blocked=blocked, db=None)
+            _mark_done(done, now=now)
+            continue
+        # Handlers' writes, failure records and done marks commit together or not at all; token
+        # writes commit apart (portals.services.autonomous): a rotated pair must survive a rollback.
+        with independent_commits(), transaction.atomic():
+            db = transaction.get_connection()
+            done = _dispatch_run(rows, now=now, report=report, portals=portals, blocked=blocked, db=db)
+            if _transaction_begun(db):
+                _mark_done(done, now=now)
+                done = []
+        # Nothing of the run touched the database, so there is nothing to commit with the marks:
+        # they go alone, without a BEGIN and a COMMIT around them.
+        _mark_done(done, now=now)
+    return len(due)
+
+
+def _transaction_begun(db: BaseDatabaseWrapper) -> bool:
+    """Whether a statement ran in the open transaction (psycopg sends BEGIN with the first one)."""
+    return db.connection.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+
+
+def _runs(due: list[DueEvent]) -> Iterator[tuple[list[DueEvent], bool]]:
+    """The batch in order, as runs for one transaction each and events to dispatch outside any.
+
+    On PostgreSQL, events whose handlers all run in the batch transaction share one; an event with
+    an ``atomic=False`` handler ends the run before it and is dispatched on its own. On SQLite (one
+    process, one machine) nothing runs in a transaction: its rollback journal lets no other
+    connection commit while one is open — not the web process's event INSERTs, and not a token
+    refresh committing independently, which would then lose its new pair.
+    """
+    if connection.vendor != "postgresql":
+        yield due, False
+        return
+    run: list[DueEvent] = []
     for row in due:
+        if registry.runs_in_batch(row.event):
+            run.append(row)
+            continue
+        if run:
+            yield run, True
+            run = []
+        yield [row], False
+    if run:
+        yield run, True
+
+
+def _dispatch_run(
+    rows: list[DueEvent],
+    *,
+    now: datetime,
+    report: DrainReport,
+    portals: dict[int, Portal],
+    blocked: dict[tuple[int, str], tuple[datetime, int]],
+    db: BaseDatabaseWrapper | None,
+) -> list[int]:
+    """Dispatch ``rows`` in order; returns the ids of those that succeeded (to be marked done).
+
+    ``blocked`` holds, per object, the event of this batch that is waiting for a retry: later
+    events of that object wait too. ``db``: the connection whose transaction holds the run (each
+    event's handlers then run in a savepoint of it), or None outside any transaction. Passed in
+    because ``django.db.connection`` costs microseconds per attribute (a context-local lookup).
+    """
+    done: list[int] = []
+    for row in rows:
         key = (row.portal_id, row.object_key)
         mark = blocked.get(key)
         if mark is not None and mark < (row.ts, row.id):
@@ -346,7 +477,7 @@ def _drain_batch(*, shard: int, now: datetime, report: DrainReport, portals: dic
         portal = portals.get(row.portal_id)
         if portal is None:
             continue  # deleted since the SELECT: its events went with it (on delete cascade)
-        outcome = _dispatch(row, portal, now=now)
+        outcome = _dispatch(row, portal, now=now, db=db)
         if row.event in LIFECYCLE_EVENTS:  # its handlers may have changed the portal
             portals.pop(row.portal_id, None)
         if outcome == "done":
@@ -359,15 +490,22 @@ def _drain_batch(*, shard: int, now: datetime, report: DrainReport, portals: dic
             report.failed += 1
         else:
             report.ignored += 1
-    if done:
-        Event.objects.filter(id__in=done).update(
+    return done
+
+
+def _mark_done(event_ids: list[int], *, now: datetime) -> None:
+    if event_ids:
+        Event.objects.filter(id__in=event_ids).update(
             status=Event.Status.DONE, processed_at=now, attempts=F("attempts") + 1, last_error=""
         )
-    return len(due)
 
 
-def _dispatch(row: DueEvent, portal: Portal, *, now: datetime) -> str:
-    """Run the handlers of one event; record a failure or an ignore on the row itself."""
+def _dispatch(row: DueEvent, portal: Portal, *, now: datetime, db: BaseDatabaseWrapper | None) -> str:
+    """Run the handlers of one event; record a failure or an ignore on the row itself.
+
+    ``db``: the connection whose transaction holds this event; the handlers then run in a savepoint
+    of it, so their database effects are rolled back when one of them raises.
+    """
     handlers = registry.handlers_for(row.event)
     payload = payload_from_json(row.payload)
     reason = ""
@@ -382,11 +520,51 @@ def _dispatch(row: DueEvent, portal: Portal, *, now: datetime) -> str:
         logger.info("events.dispatch.ignored", extra={"event_id": row.id, "reason": reason})
         return "ignored"
     try:
-        for handler in handlers:
-            handler(portal=portal, payload=payload)
+        with _SavepointAtFirstQuery(db) if db is not None else nullcontext():
+            for handler in handlers:
+                handler(portal=portal, payload=payload)
     except Exception as e:
         return _record_failure(row, e, now=now)
     return "done"
+
+
+class _SavepointAtFirstQuery:
+    """A nested ``transaction.atomic()`` around one event's handlers, entered at their first query.
+
+    Entered up front it would cost two round trips (SAVEPOINT, RELEASE) per event even for handlers
+    that never touch the database, about as much CPU as the rest of the worker spends on an event
+    (docs/events.md, Benchmark). Entered from an execute wrapper just before the handlers' first
+    statement, it still holds everything they do in the database; handlers without queries pay
+    nothing. On an exception it rolls back to its savepoint, so only this event's effects go.
+    A handler that caught a database error and went on would leave its effects half done: its
+    savepoint is rolled back and the event fails with TransactionManagementError (then retried).
+    """
+
+    def __init__(self, db: BaseDatabaseWrapper):
+        self._db = db
+        self._block: transaction.Atomic | None = None
+        self._entering = False
+
+    def __call__(self, execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any) -> Any:
+        if not self._entering:  # the savepoint's own statement comes through here as well
+            self._entering = True
+            block = transaction.atomic(using=self._db.alias)
+            block.__enter__()
+            self._block = block
+        return execute(sql, params, many, context)
+
+    def __enter__(self) -> None:
+        self._db.execute_wrappers.append(self)
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        self._db.execute_wrappers.remove(self)
+        if self._block is None:
+            return
+        swallowed = exc is None and self._db.needs_rollback
+        # Releases the savepoint, or rolls back to it after an exception or a swallowed error.
+        self._block.__exit__(exc_type, exc, tb)
+        if swallowed:
+            raise TransactionManagementError("a handler went on after a database error")
 
 
 def _record_failure(row: DueEvent, error: Exception, *, now: datetime) -> str:
@@ -454,10 +632,18 @@ def events_replay(
 
 
 def events_sweep() -> list[int]:
-    """Wake every shard that has due events (a safety net for lost wake-ups). Returns the shards."""
+    """Wake every shard that has due events: lost wake-ups and dead drainers. Returns the shards.
+
+    A drainer killed mid-drain leaves its shard's wake flag set, which would turn every wake-up of
+    the shard away until the flag expires; its shard lock, though, died with it. So the flag of a
+    shard whose lock is free is deleted before the wake-up, which then queues a drainer. A shard
+    whose lock is held keeps its flag: its live drainer will find the due events.
+    """
     shards = sorted(set(Event.objects.due(timezone.now()).values_list("shard", flat=True).distinct()))
     for shard in shards:
-        events_wake(shard=shard, force=True)
+        if settings.REDIS_URL and _shard_lock_free(shard):
+            _wake_flag_clear(shard)
+    events_wake_many(shards=set(shards), force=True)
     return shards
 
 

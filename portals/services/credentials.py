@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -9,6 +10,7 @@ from django.utils import timezone
 
 from ..bitrix.exceptions import Bitrix24PortalUnavailable
 from ..models import Portal
+from .autonomous import commit_independently
 from .oauth import Clock
 from .tokens import (
     RefreshWhen,
@@ -28,6 +30,11 @@ class PortalCredentials:
     Safe to share between threads: the snapshot of the row is only ever replaced whole, never
     edited in place. The store is the truth: every refresh goes through the single-flight
     :func:`portal_tokens_refresh` and then takes the row it returns.
+
+    Every write these credentials make to the Portal row (a refresh, a refusal, a rename, the
+    ``last_used_at`` touch) goes through :func:`commit_independently`: inside an event handler's
+    transaction it commits on its own, so a handler that fails afterwards never rolls back a
+    rotated token pair, and the handler's transaction never holds the Portal row's lock.
     """
 
     def __init__(self, portal_id: int, *, clock: Clock | None = None, portal: Portal | None = None):
@@ -73,11 +80,14 @@ class PortalCredentials:
         now = self._clock()
         margin = timedelta(seconds=settings.BITRIX24_TOKEN_REFRESH_MARGIN)
         if portal.access_token_expires_within(margin, now=now):
-            self._portal = portal = portal_tokens_refresh(
-                portal_id=self.portal_id,
-                when=RefreshWhen(expiring_within=margin),
-                reason="ahead",
-                clock=self._clock,
+            self._portal = portal = commit_independently(
+                functools.partial(
+                    portal_tokens_refresh,
+                    portal_id=self.portal_id,
+                    when=RefreshWhen(expiring_within=margin),
+                    reason="ahead",
+                    clock=self._clock,
+                )
             )
         self._touch(portal, now)
         return portal.access_token
@@ -89,23 +99,35 @@ class PortalCredentials:
         for an old token) finds a different token stored and only reloads it.
         """
         when = RefreshWhen(stale_token=stale_token) if stale_token else RefreshWhen()
-        self._portal = portal_tokens_refresh(portal_id=self.portal_id, when=when, clock=self._clock)
+        self._portal = commit_independently(
+            functools.partial(portal_tokens_refresh, portal_id=self.portal_id, when=when, clock=self._clock)
+        )
         portal_raise_if_unusable(self._portal)
 
     def moved(self, new_domain: str) -> None:
         """Follow a rename once the OAuth server confirms ``new_domain`` is this member_id."""
         from .lifecycle import portal_domain_follow
 
-        self._portal = portal_domain_follow(
-            portal_id=self.portal_id, new_domain=new_domain, clock=self._clock
+        self._portal = commit_independently(
+            functools.partial(
+                portal_domain_follow, portal_id=self.portal_id, new_domain=new_domain, clock=self._clock
+            )
         )
 
     def unavailable(self, error: Bitrix24PortalUnavailable) -> None:
         """Bitrix24 refused a call for the portal itself: make the state visible."""
-        portal_record_unavailable(portal_id=self.portal_id, error=error, clock=self._clock)
+        commit_independently(
+            functools.partial(
+                portal_record_unavailable, portal_id=self.portal_id, error=error, clock=self._clock
+            )
+        )
         self._portal = None
 
     def _touch(self, portal: Portal, now: datetime) -> None:
         if portal.last_used_at is None or now - portal.last_used_at >= LAST_USED_RESOLUTION:
-            Portal.objects.filter(pk=portal.pk).update(last_used_at=now)
+            commit_independently(functools.partial(_record_last_used, portal.pk, now))
             portal.last_used_at = now
+
+
+def _record_last_used(portal_id: int, now: datetime) -> None:
+    Portal.objects.filter(pk=portal_id).update(last_used_at=now)

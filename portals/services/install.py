@@ -195,7 +195,7 @@ def portal_store_verified(
     )
     local = identity.local_app
     with transaction.atomic():
-        portal = Portal.objects.select_for_update().filter(member_id=identity.member_id).first()
+        portal = Portal.objects.select_for_update(no_key=True).filter(member_id=identity.member_id).first()
         portal_install_record(
             portal or Portal(member_id=identity.member_id),
             grant=grant,

@@ -71,9 +71,13 @@ TRANSITIONS: dict[Cause, dict[State | None, State]] = {
 
 @contextlib.contextmanager
 def portal_locked(portal_id: int) -> Iterator[Portal]:
-    """The portal's row, locked until the block ends (one transaction)."""
+    """The portal's row, locked until the block ends (one transaction).
+
+    FOR NO KEY UPDATE (PostgreSQL): the key never changes, and a plain FOR UPDATE would wait for
+    every open transaction that inserted a row referencing the portal (an event handler's batch).
+    """
     with transaction.atomic():
-        yield Portal.objects.select_for_update().get(pk=portal_id)
+        yield Portal.objects.select_for_update(no_key=True).get(pk=portal_id)
 
 
 def _transition(portal: Portal, cause: Cause, reason: str | None, now: datetime) -> bool:

@@ -10,6 +10,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from events.models import Event
 from portals.models import Portal
 from portals.services.client import client_for_portal
+from portals.services.lifecycle import portals_data_purge
 from tests.fixtures.e2e import SCREENSHOTS, WAIT, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -82,7 +83,7 @@ def test_a_person_uninstalls_the_app_with_its_data(browser, e2e_app, installed_p
     )
     assert portal.access_token == portal.refresh_token == portal.application_token == ""
     assert "with its data" in portal.state_reason
-    wait_for(
-        lambda: not Event.objects.filter(portal=portal, event="ONCRMDEALUPDATE").exists(),
-        what="the portal's data deleted",
-    )
+    # The data goes after the grace period (a reinstall until then keeps it), by the hourly purge.
+    assert Event.objects.filter(portal=portal, event="ONCRMDEALUPDATE").exists()
+    assert portals_data_purge(now=portal.data_delete_after) == [portal.member_id]
+    assert not Event.objects.filter(portal=portal, event="ONCRMDEALUPDATE").exists()
