@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
-import time
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -15,6 +13,7 @@ from django.views.decorators.http import require_POST
 from events.services.intake import event_receive
 from portals.bitrix.events import EventTooLarge
 from portals.bitrix.exceptions import Bitrix24InboundError, InvalidEventPayload
+from portals.refusals import RefusalLog
 
 logger = logging.getLogger("events")
 
@@ -43,35 +42,9 @@ def receive(request: HttpRequest) -> HttpResponse:
     return JsonResponse({"result": received.outcome.value, "id": received.event_id})
 
 
-class _RefusalLog:
-    """At most one log line per (reason, remote) every ``interval`` seconds, with the count.
-
-    A forged flood must cost less than real traffic, including in log volume.
-    """
-
-    def __init__(self, interval: float = 10.0):
-        self.interval = interval
-        self._seen: dict[tuple[str, str], tuple[float, int]] = {}
-        self._lock = threading.Lock()
-
-    def __call__(self, reason: str, status: int, remote: str) -> None:
-        now = time.monotonic()
-        key = (reason, remote)
-        with self._lock:
-            last, suppressed = self._seen.get(key, (0.0, 0))
-            if last and now - last < self.interval:
-                self._seen[key] = (last, suppressed + 1)
-                return
-            if len(self._seen) > 10_000:
-                self._seen.clear()
-            self._seen[key] = (now, 0)
-        logger.warning(
-            "events.refused",
-            extra={"status": status, "reason": reason, "remote": remote, "suppressed": suppressed},
-        )
-
-
-_log_refusal = _RefusalLog()
+# One line per (reason, remote address) every 10 s, with the count suppressed in between: a forged
+# flood costs little log volume.
+_log_refusal = RefusalLog(logger, "events.refused")
 
 
 def _read_body(request: HttpRequest) -> bytes:
@@ -92,12 +65,17 @@ def _read_body(request: HttpRequest) -> bytes:
     content_type = request.META.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower()
     if content_type and content_type != _FORM:
         raise InvalidEventPayload(f"expected {_FORM}")
-    if length is None:
-        body = request.META["wsgi.input"].read(limit + 1) if "wsgi.input" in request.META else b""
-        if len(body) > limit:
-            raise EventTooLarge(f"body larger than {limit} bytes")
-    else:
-        body = request.body if length > 0 else b""
+    try:
+        if length is None:
+            body = request.META["wsgi.input"].read(limit + 1) if "wsgi.input" in request.META else b""
+            if len(body) > limit:
+                raise EventTooLarge(f"body larger than {limit} bytes")
+        else:
+            body = request.body if length > 0 else b""
+    except OSError:
+        # The sender went away mid-body (Django's UnreadablePostError is an OSError): a refusal
+        # like any other, not a 500 with a traceback per dropped connection.
+        raise InvalidEventPayload("body could not be read") from None
     if not body:
         raise InvalidEventPayload("empty body")
     return body

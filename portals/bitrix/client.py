@@ -48,7 +48,7 @@ from .exceptions import (
     Bitrix24TransportError,
     Bitrix24WriteOutcomeUnknown,
 )
-from .limiter import BucketParams, Limiter, LocalLimiter, plan_params
+from .limiter import BucketParams, Limiter, LocalLimiter, SharedStateUnavailable, plan_params, redis_failures
 from .metrics import Metrics
 from .operating import OperatingLedger
 from .transport import Response, Transport
@@ -193,7 +193,7 @@ class Bitrix24Client:
         while True:
             # Operating pacing first, without holding a slot: other methods keep flowing.
             for m in paced:
-                delay = self.ledger.delay(key, self._credential_id, m)
+                delay = self.operating_delay(m)
                 if delay > self.retry.max_operating_wait:
                     raise Bitrix24RateLimited(
                         "OPERATION_TIME_LIMIT", f"{m} blocked for {delay:.0f}s", method=m, member_id=key
@@ -236,7 +236,8 @@ class Bitrix24Client:
                     raise error
                 if error.code.upper() == "OPERATION_TIME_LIMIT":
                     self.metrics.retry(key, "operating")
-                    self.ledger.blocked(key, self._credential_id, method)
+                    with redis_failures("operating-time ledger"):  # the refused call did not run
+                        self.ledger.blocked(key, self._credential_id, method)
                 else:
                     self.metrics.retry(key, "query_limit")
                     self.limiter.refused(key, self.bucket)
@@ -279,14 +280,33 @@ class Bitrix24Client:
             raise error
 
     def operating_delay(self, method: str) -> float:
-        """Seconds ``method`` is paced for now (0 unless near its operating limit or blocked)."""
-        return self.ledger.delay(self.bucket_key, self._credential_id, method)
+        """Seconds ``method`` is paced for now (0 unless near its operating limit or blocked).
+
+        Raises SharedStateUnavailable when the ledger's Redis fails.
+        """
+        with redis_failures("operating-time ledger"):
+            return self.ledger.delay(self.bucket_key, self._credential_id, method)
 
     def _record_time(self, method: str, time_info: Mapping[str, Any]) -> float:
         if method == "batch":
             return 0.0
-        self.ledger.record(self.bucket_key, self._credential_id, method, dict(time_info))
+        self._after_answer(self.ledger.record, self.bucket_key, self._credential_id, method, dict(time_info))
         return float(time_info.get("duration") or time_info.get("processing") or 0.0)
+
+    def _after_answer(self, update: Callable[..., object], *args: Any) -> None:
+        """Feed what an answer said into the shared ledger or bucket; a Redis failure is logged.
+
+        Bitrix24 has run the call by now: raising would report an executed write as failed (and
+        invite a duplicate). Pacing is advisory, and the next call's delay/reserve raises
+        SharedStateUnavailable for as long as Redis stays down.
+        """
+        try:
+            with redis_failures("operating-time ledger"):
+                update(*args)
+        except SharedStateUnavailable as e:
+            logger.warning(
+                "bitrix.shared_state.unavailable", extra={"portal": self.bucket_key, "error": str(e)}
+            )
 
     # -- batch --------------------------------------------------------------------------------
 
@@ -377,7 +397,9 @@ class Bitrix24Client:
                     self.metrics.error(self.bucket_key, r.error.code or type(r.error).__name__)
                 results[r.key] = r
             for method, time_info in latest.items():
-                self.ledger.record(self.bucket_key, self._credential_id, method, time_info)
+                self._after_answer(
+                    self.ledger.record, self.bucket_key, self._credential_id, method, time_info
+                )
                 self.metrics.operating(self.bucket_key, method, spent[method])
             limited = {r.key for r in parsed if isinstance(r.error, Bitrix24RateLimited)}
             if not limited or halt:
@@ -390,9 +412,10 @@ class Bitrix24Client:
             for key in redo:
                 err = results[key].error
                 if isinstance(err, Bitrix24RateLimited) and err.code.upper() == "OPERATION_TIME_LIMIT":
-                    self.ledger.blocked(self.bucket_key, self._credential_id, results[key].method)
+                    method = results[key].method
+                    self._after_answer(self.ledger.blocked, self.bucket_key, self._credential_id, method)
                 elif isinstance(err, Bitrix24RateLimited):
-                    self.limiter.refused(self.bucket_key, self.bucket)
+                    self._after_answer(self.limiter.refused, self.bucket_key, self.bucket)
             self.metrics.retry(self.bucket_key, "batch_subcall_limit")
             pending = [c for c in pending if c[0] in redo]
         return results

@@ -25,6 +25,7 @@ from urllib.parse import parse_qsl
 from qs_codec import DecodeOptions, decode
 
 from .exceptions import Bitrix24InboundError, InvalidApplicationToken, InvalidEventPayload
+from .values import unix_ts
 
 __all__ = [
     "LIFECYCLE_EVENTS",
@@ -310,9 +311,12 @@ def _parse_ts(value: Any, *, required: bool) -> datetime | None:
         if required:
             raise InvalidEventPayload("missing 'ts'")
         return None
-    if not isinstance(value, str) or not value.isdigit() or len(value) > 12:
+    # Range-checked before it becomes a datetime: ts=999999999999 would otherwise raise (year
+    # 33658) before the token check, a 500 any sender could provoke.
+    ts = unix_ts(value) if isinstance(value, str) else None
+    if ts is None:
         raise InvalidEventPayload("malformed 'ts'")
-    return datetime.fromtimestamp(int(value), tz=UTC)
+    return ts
 
 
 def parse_offline_record(record: Mapping[str, Any], *, member_id: str) -> EventPayload:

@@ -10,15 +10,44 @@ together stays inside the limit, whatever their number.
 
 Two implementations with one contract: :class:`RedisLimiter` (one atomic Lua script, Redis's own
 clock, so processes on many machines share one bucket) and :class:`LocalLimiter` (one process).
+When Redis fails, :class:`RedisLimiter` raises :class:`SharedStateUnavailable` (our exception,
+naming Redis) rather than the driver's; :func:`redis_failures` does the same for other users of
+the shared state (the client around its operating-time ledger).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+import redis.exceptions
+
+from .exceptions import Bitrix24TransportError
+
+
+class SharedStateUnavailable(Bitrix24TransportError):
+    """Redis, which holds the shared rate-limit bucket and operating ledger, failed (down, timing
+    out, refusing commands). Raised before anything is sent to Bitrix24, so ``sent`` is False: the
+    call did not run and may be retried once Redis is back."""
+
+    def __init__(self, message: str):
+        super().__init__(message, sent=False)
+
+
+@contextmanager
+def redis_failures(what: str) -> Iterator[None]:
+    """Turn any Redis error inside the block into :class:`SharedStateUnavailable`, chained.
+
+    ``what`` names the shared state for the message ("rate limiter", "operating-time ledger").
+    """
+    try:
+        yield
+    except redis.exceptions.RedisError as e:
+        raise SharedStateUnavailable(f"Redis unavailable for the {what}: {type(e).__name__}: {e}") from e
 
 
 @dataclass(frozen=True)
@@ -55,6 +84,8 @@ def reserve(level: float, last: float, now: float, *, rate: float, capacity: flo
 
 
 class Limiter(Protocol):
+    """Both methods raise :class:`SharedStateUnavailable` when the bucket's storage fails."""
+
     def reserve(self, bucket_key: str, params: BucketParams, cost: float = 1.0) -> float:
         """Take a slot for one request; returns the seconds to wait before sending it."""
         ...
@@ -128,7 +159,10 @@ return tostring(wait)
 
 
 class RedisLimiter:
-    """One bucket per portal in Redis, shared by every process and machine using that Redis."""
+    """One bucket per portal in Redis, shared by every process and machine using that Redis.
+
+    Every method raises :class:`SharedStateUnavailable` when Redis fails.
+    """
 
     def __init__(self, redis: Any, *, prefix: str = "", headroom: float = 2.0):
         self.redis = redis
@@ -141,15 +175,19 @@ class RedisLimiter:
 
     def reserve(self, bucket_key: str, params: BucketParams, cost: float = 1.0) -> float:
         capacity = params.capacity - self.headroom
-        return float(self._script(keys=[self.key(bucket_key)], args=[params.rate, capacity, cost, "reserve"]))
+        args = [params.rate, capacity, cost, "reserve"]
+        with redis_failures("rate limiter"):
+            return float(self._script(keys=[self.key(bucket_key)], args=args))
 
     def refused(self, bucket_key: str, params: BucketParams) -> None:
-        self._script(keys=[self.key(bucket_key)], args=[params.rate, params.capacity, 0, "refused"])
+        with redis_failures("rate limiter"):
+            self._script(keys=[self.key(bucket_key)], args=[params.rate, params.capacity, 0, "refused"])
 
     def level(self, bucket_key: str, params: BucketParams) -> float:
-        level, last = self.redis.hmget(self.key(bucket_key), "level", "last")
-        if level is None:
-            return 0.0
-        seconds, micros = self.redis.time()
+        with redis_failures("rate limiter"):
+            level, last = self.redis.hmget(self.key(bucket_key), "level", "last")
+            if level is None:
+                return 0.0
+            seconds, micros = self.redis.time()
         now = seconds + micros / 1_000_000
         return max(0.0, float(level) - max(0.0, now - float(last)) * params.rate)

@@ -34,10 +34,18 @@ from .exceptions import (
     error_from_payload,
 )
 from .transport import transport_error
+from .values import MAX_UNIX_TS, MIN_UNIX_TS, bounded_int
 
 TOKEN_PATH = "oauth/token/"
 AUTHORIZE_PATH = "oauth/authorize/"
 REST_PATH = "rest/"
+
+# Bounds on what a token answer may say, so a broken or hostile answer is refused here rather than
+# overflowing a datetime or storing an expiry centuries away (a token that is never refreshed
+# ahead). Bitrix24 issues access tokens for an hour; a day is far beyond any real lifetime.
+MAX_TOKEN_LIFETIME = 86_400
+# Bitrix24 user ids, as the Portal model stores them (a positive 32-bit integer column).
+MAX_USER_ID = 2**31 - 1
 
 
 def normalise_base(url: str) -> str:
@@ -82,18 +90,29 @@ class TokenGrant:
 
     @classmethod
     def from_payload(cls, payload: Mapping[str, Any], *, now: datetime) -> TokenGrant:
-        """Parse a token response; raises Bitrix24ServerError when a required field is missing."""
+        """Parse a token response.
+
+        Raises Bitrix24ServerError (ERROR_UNEXPECTED_ANSWER) when the pair or the lifetime is
+        missing, or a number is out of range: ``expires_in`` must be 1..MAX_TOKEN_LIFETIME seconds;
+        an absolute ``expires`` (used only without ``expires_in``) at most MAX_TOKEN_LIFETIME from
+        ``now`` (one already past gives 0: the token is refreshed before its first use);
+        ``user_id`` 0..MAX_USER_ID.
+        """
         access = str(payload.get("access_token") or "")
         refresh = str(payload.get("refresh_token") or "")
         if not access or not refresh:
             raise Bitrix24ServerError("ERROR_UNEXPECTED_ANSWER", "token response without a token pair")
-        expires_in = _int_or_none(payload.get("expires_in"))
+        expires_in = _int_field(payload.get("expires_in"), "expires_in", low=1, high=MAX_TOKEN_LIFETIME)
         if expires_in is None:
             # Only the absolute form came back: use what is left of it on our clock.
-            expires = _int_or_none(payload.get("expires"))
+            expires = _int_field(payload.get("expires"), "expires", low=MIN_UNIX_TS, high=MAX_UNIX_TS)
             if expires is None:
                 raise Bitrix24ServerError("ERROR_UNEXPECTED_ANSWER", "token response without a lifetime")
             expires_in = max(0, expires - int(now.timestamp()))
+            if expires_in > MAX_TOKEN_LIFETIME:
+                raise Bitrix24ServerError(
+                    "ERROR_UNEXPECTED_ANSWER", "token response with an out-of-range expires"
+                )
         return cls(
             access_token=access,
             refresh_token=refresh,
@@ -101,7 +120,7 @@ class TokenGrant:
             expires_in=expires_in,
             scope=split_scope(payload.get("scope")),
             member_id=str(payload.get("member_id") or ""),
-            user_id=_int_or_none(payload.get("user_id")),
+            user_id=_int_field(payload.get("user_id"), "user_id", low=0, high=MAX_USER_ID),
             status=str(payload.get("status") or ""),
             client_endpoint=str(payload.get("client_endpoint") or ""),
             server_endpoint=str(payload.get("server_endpoint") or ""),
@@ -130,6 +149,7 @@ class AppInfo:
 
     @classmethod
     def from_result(cls, result: Mapping[str, Any]) -> AppInfo:
+        """Read an app.info result; raises Bitrix24ServerError for a user_id that is no user id."""
         # The OAuth server nests the installation under "install"; the portal's app.info is flat.
         install = result.get("install") if isinstance(result.get("install"), Mapping) else {}
         assert isinstance(install, Mapping)
@@ -150,7 +170,7 @@ class AppInfo:
             member_id=str(pick("member_id") or ""),
             domain=domain.lower(),
             client_endpoint=client_endpoint,
-            user_id=_int_or_none(pick("user_id")),
+            user_id=_int_field(pick("user_id"), "user_id", low=0, high=MAX_USER_ID),
             status=str(pick("status", "STATUS") or ""),
             installed=None if installed is None else _truthy(installed),
             scope=split_scope(pick("scope")),
@@ -169,11 +189,18 @@ def split_scope(value: Any) -> tuple[str, ...]:
     return tuple(sorted({item.strip() for item in items if item.strip()}))
 
 
-def _int_or_none(value: Any) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
+def _int_field(value: Any, name: str, *, low: int, high: int) -> int | None:
+    """A number of an OAuth server's answer: None when absent, raises when present but unusable.
+
+    Unusable (not an integer, or outside ``low..high``) is an answer we can't act on, so it is
+    Bitrix24ServerError rather than "absent": a garbled user_id must not pass as "not sent".
+    """
+    if value is None or value == "":
         return None
+    number = bounded_int(value, low=low, high=high)
+    if number is None:
+        raise Bitrix24ServerError("ERROR_UNEXPECTED_ANSWER", f"answer with an unusable {name}")
+    return number
 
 
 def _truthy(value: Any) -> bool:

@@ -1,4 +1,8 @@
-"""`manage.py bitrix call METHOD key=value ...`: one REST call, the result as JSON on stdout."""
+"""`manage.py bitrix call METHOD key=value ...`: one REST call, the result as JSON on stdout.
+
+Exit 0 with the result; 1 with one ``error: ...`` line on stderr for a refused argument, a failed
+call, or an answer that isn't a Bitrix24 REST answer (no ``result``).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import json
 from typing import Any
 
 from ..bitrix.exceptions import Bitrix24Error
-from .common import add_auth_arguments, client_from, parse_pairs
+from .common import add_auth_arguments, check_method, client_from, parse_pairs
 
 NAME = "call"
 HELP = "Call one REST method and print its result as JSON."
@@ -30,13 +34,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def handle(options: dict[str, Any], *, stdout: Any, stderr: Any) -> int:
     try:
+        method = check_method(options["method"])
         params = parse_pairs(options["params"])
         client = client_from(options)
         response = client.call_raw(
-            options["method"], params, v3=options["v3"], idempotency_key=options.get("idempotency_key")
+            method, params, v3=options["v3"], idempotency_key=options.get("idempotency_key")
         )
     except (Bitrix24Error, argparse.ArgumentTypeError, ValueError) as e:
         stderr.write(f"error: {e}\n")
+        return 1
+    if "result" not in response.payload:
+        # A JSON object without "result" (a proxy, a wrong host): printing null would pass for
+        # a method that returned nothing.
+        stderr.write("error: the answer has no 'result': not a Bitrix24 REST answer\n")
         return 1
     out = response.payload if options["raw"] else response.result
     stdout.write(json.dumps(out, ensure_ascii=False, indent=2) + "\n")

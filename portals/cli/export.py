@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..bitrix.exceptions import Bitrix24Error
-from .common import add_auth_arguments, client_from, parse_pairs, progress_bar
+from .common import add_auth_arguments, bounded, check_method, client_from, parse_pairs, progress_bar
 
 NAME = "export"
 HELP = "Export every row of a list method as JSON Lines (resumable)."
@@ -34,7 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="other parameters")
     parser.add_argument("--out", default="-", help="output file, or - for stdout (default)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted export into --out")
-    parser.add_argument("--parallel", type=int, default=4, help="ID-range parts read in parallel")
+    parser.add_argument(
+        "--parallel", type=bounded(1, 64), default=4, help="ID-range parts read in parallel (1-64)"
+    )
 
 
 def checkpoint_path(out: str) -> Path:
@@ -52,10 +54,13 @@ def handle(options: dict[str, Any], *, stdout: Any, stderr: Any) -> int:
     if options["resume"] and out == "-":
         stderr.write("error: --resume needs --out FILE\n")
         return 2
+    # Everything that can be refused is, before the output file is opened (and truncated).
     try:
+        check_method(options["method"])
         params = parse_pairs(options["param"])
         filters = parse_pairs(options["filter"])
-    except (argparse.ArgumentTypeError, ValueError) as e:
+        client = client_from(options)
+    except (Bitrix24Error, argparse.ArgumentTypeError, ValueError) as e:
         stderr.write(f"error: {e}\n")
         return 2
     if filters:
@@ -87,7 +92,6 @@ def handle(options: dict[str, Any], *, stdout: Any, stderr: Any) -> int:
         _save(cp_path, {"state": state, "bytes": stream.tell(), "rows": rows})
 
     try:
-        client = client_from(options)
         with progress_bar(stderr, f"export {options['method']}") as bar:
             task = bar.add_task("export", total=None, completed=rows, of="")
             for row in client.list_all(

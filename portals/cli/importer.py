@@ -19,7 +19,7 @@ from typing import Any
 from ..bitrix.batching import MAX_COMMANDS, BatchResult
 from ..bitrix.client import Bitrix24Client
 from ..bitrix.exceptions import Bitrix24Error, Bitrix24WriteOutcomeUnknown
-from .common import add_auth_arguments, client_from, progress_bar
+from .common import add_auth_arguments, check_method, client_from, progress_bar
 
 NAME = "import"
 HELP = "Run one call of METHOD per JSON line of --in, in batches; report failed rows."
@@ -95,10 +95,10 @@ def _run(
 
 
 def handle(options: dict[str, Any], *, stdout: Any, stderr: Any) -> int:
-    method = options["method"]
     try:
+        method = check_method(options["method"])
         client = client_from(options)
-    except Bitrix24Error as e:
+    except (Bitrix24Error, argparse.ArgumentTypeError) as e:
         stderr.write(f"error: {e}\n")
         return 2
     report = open(options["report"], "w", encoding="utf-8") if options.get("report") else None  # noqa: SIM115

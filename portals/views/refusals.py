@@ -14,10 +14,19 @@ from django.shortcuts import render
 
 from ..bitrix.exceptions import AdministratorRequired, Bitrix24InboundError
 from ..models import Portal
+from ..refusals import RefusalLog
 from ..services.endpoints import normalise_member_id
 from .framing import framed_by
 
 logger = logging.getLogger(__name__)
+# One line per (cause, remote address) every 10 s per kind, with the count suppressed in between.
+_logs = {kind: RefusalLog(logger, f"portal.{kind}_refused") for kind in ("install", "frame", "oauth")}
+
+
+def log_refusal(request: HttpRequest, error: Bitrix24InboundError, *, kind: str) -> None:
+    """Log a refused install, frame or OAuth request (rate-limited), with its detail."""
+    remote = request.META.get("REMOTE_ADDR", "")
+    _logs[kind](type(error).__name__, error.http_status, remote, context={"detail": str(error)})
 
 
 def refusal_page(
