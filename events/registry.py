@@ -99,9 +99,6 @@ def handles(name: str) -> bool:
     return bool(_handlers.get(name.upper()))
 
 
-def registered_events() -> list[str]:
-    return sorted(_handlers)
-
 
 def autodiscover() -> None:
     """Import every app's ``event_handlers`` module and the configured extra modules."""

@@ -15,12 +15,6 @@ class PortalQuerySet(models.QuerySet["Portal"]):
     def active(self) -> PortalQuerySet:
         return self.filter(state=Portal.State.ACTIVE)
 
-    def installed(self) -> PortalQuerySet:
-        return self.exclude(state=Portal.State.UNINSTALLED)
-
-    def expiring_before(self, moment: datetime) -> PortalQuerySet:
-        return self.filter(expires_at__lt=moment)
-
     def with_work_due_before(self, moment: datetime) -> PortalQuerySet:
         return self.filter(work_due_at__lte=moment)
 
@@ -54,7 +48,10 @@ class Portal(models.Model):
 
     member_id = models.CharField(max_length=64, unique=True)
     domain = models.CharField(max_length=255, help_text="Portal host (host[:port]); follows renames.")
-    client_endpoint = models.URLField(max_length=500, help_text="Base of REST calls, https://<domain>/rest/")
+    # No angle brackets: the admin shows help texts as HTML.
+    client_endpoint = models.URLField(
+        max_length=500, help_text="Base of REST calls: https://DOMAIN/rest/ on the portal's own domain."
+    )
     server_endpoint = models.URLField(max_length=500, help_text="OAuth server REST base (allow-listed).")
 
     # Registration: blank for the marketplace app (settings); a local app keeps its own pair.
@@ -115,16 +112,6 @@ class Portal(models.Model):
     @property
     def oauth_client_id(self) -> str:
         return self.client_id or settings.BITRIX24_CLIENT_ID
-
-    @property
-    def oauth_client_secret(self) -> str:
-        return self.client_secret or settings.BITRIX24_CLIENT_SECRET
-
-    @property
-    def oauth_server_base(self) -> str:
-        """The OAuth server base URL (server_endpoint without ``rest/``), validated at install."""
-        endpoint = self.server_endpoint if self.server_endpoint.endswith("/") else self.server_endpoint + "/"
-        return endpoint[: -len("rest/")] if endpoint.endswith("/rest/") else endpoint
 
     @property
     def is_usable(self) -> bool:

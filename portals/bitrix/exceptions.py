@@ -232,9 +232,3 @@ class InvalidInstallRequest(Bitrix24InboundError):
 
 class AdministratorRequired(InvalidInstallRequest):
     """The claim's token is genuine, but ``user.admin`` says its user doesn't administer the portal."""
-
-
-class UnsupportedEvent(Bitrix24InboundError):
-    """Authentic but no handler: acknowledged (200) and logged."""
-
-    http_status = 200
