@@ -1,12 +1,7 @@
 """Subcommands of `manage.py bitrix`, one module each.
 
-Each module listed here defines ``NAME``, ``HELP``, ``add_arguments(parser)`` and
-``handle(options, *, stdout, stderr) -> int`` (the exit code).
+Every installed app lists its subcommand modules in its AppConfig's ``bitrix_subcommands``, so the
+command finds them without this package knowing the apps above it. Each such module defines
+``NAME``, ``HELP``, ``add_arguments(parser)`` and ``handle(options, *, stdout, stderr) -> int``
+(the exit code).
 """
-
-SUBCOMMANDS: list[str] = [
-    "portals.cli.call",
-    "portals.cli.export",
-    "portals.cli.importer",
-    "events.cli",
-]

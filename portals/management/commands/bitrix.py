@@ -1,4 +1,4 @@
-"""`manage.py bitrix <subcommand>`: the subcommands registered in portals.cli.SUBCOMMANDS."""
+"""`manage.py bitrix <subcommand>`: the subcommands the installed apps list in ``bitrix_subcommands``."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ import importlib
 from types import ModuleType
 from typing import Any
 
+from django.apps import apps
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-
-from portals.cli import SUBCOMMANDS
 
 
 def _modules() -> dict[str, ModuleType]:
-    modules = [importlib.import_module(path) for path in SUBCOMMANDS]
+    paths = [path for config in apps.get_app_configs() for path in getattr(config, "bitrix_subcommands", ())]
+    modules = [importlib.import_module(path) for path in paths]
     return {module.NAME: module for module in modules}
 
 
