@@ -4,6 +4,7 @@ One ``env`` object reads everything; .env.example documents every variable.
 The app's own settings live in the BITRIX24_ namespace.
 """
 
+import os
 from pathlib import Path
 
 import environ
@@ -11,6 +12,12 @@ import environ
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
+# While bin/demo runs, its settings are in var/demo/running.env (removed when it stops), so
+# `python manage.py ...` in another shell reaches the demo's database and sandbox as the demo's own
+# processes do: the environment first, then that file, then .env. Only for this settings module:
+# the tests' settings import it and must never see a running demo.
+if os.environ.get("DJANGO_SETTINGS_MODULE", __name__) == __name__:
+    environ.Env.read_env(BASE_DIR / "var" / "demo" / "running.env", overwrite=False)
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 # --- Django core -----------------------------------------------------------------------------------
@@ -91,12 +98,25 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 
-# Behind a TLS-terminating proxy in production (deploy/nginx.conf sets X-Forwarded-Proto).
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Behind a TLS-terminating proxy the request reaches Django as http; this header (set by the proxy,
+# which must overwrite what the client sent) says it came over https. Empty: no proxy in front.
+_PROXY_SSL_HEADER = env.str("DJANGO_SECURE_PROXY_SSL_HEADER", default="HTTP_X_FORWARDED_PROTO")
+SECURE_PROXY_SSL_HEADER = (_PROXY_SSL_HEADER, "https") if _PROXY_SSL_HEADER else None
+# Production answers only https: http is redirected and browsers are told (HSTS) never to use it
+# again. Never in DEBUG, whatever the environment says: the demo and the tests serve plain http.
+SECURE_SSL_REDIRECT = not DEBUG and env.bool("DJANGO_SECURE_SSL_REDIRECT", default=True)
+# Paths (regexes, no leading slash) still served over http, e.g. a load balancer's health check.
+SECURE_REDIRECT_EXEMPT = env.list("DJANGO_SECURE_REDIRECT_EXEMPT", default=[])
+SECURE_HSTS_SECONDS = 0 if DEBUG else env.int("DJANGO_SECURE_HSTS_SECONDS", default=31_536_000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=False)
 SESSION_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 X_FRAME_OPTIONS = "DENY"
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DJANGO_MAX_BODY_BYTES", default=2_621_440)
+# Error reports (the DEBUG page, error e-mails) never show Bitrix24 tokens, DEBUG or not.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "bitrix_app.error_reports.SecretsReporterFilter"
+DEFAULT_EXCEPTION_REPORTER = "bitrix_app.error_reports.SecretsExceptionReporter"
 
 # --- Redis, cache, Celery --------------------------------------------------------------------------
 # Without REDIS_URL the app runs in single-process mode: tasks execute inline (after commit),
@@ -147,7 +167,11 @@ BITRIX24_ALLOW_HTTP = env.bool("BITRIX24_ALLOW_HTTP", default=False)
 # Inbound webhook for single-portal use (keeps the secret out of shell history).
 BITRIX24_WEBHOOK_URL = env.str("BITRIX24_WEBHOOK_URL", default="")
 # Events the app binds at install; ONAPPUNINSTALL is always added.
-BITRIX24_EVENTS = env.list("BITRIX24_EVENTS", default=["ONAPPUPDATE", "ONCRMDEALADD", "ONCRMDEALUPDATE"])
+# ONAPPPAYMENT carries no token: it makes the app re-check app.info, so a renewed payment
+# restores a portal without an operator.
+BITRIX24_EVENTS = env.list(
+    "BITRIX24_EVENTS", default=["ONAPPUPDATE", "ONAPPPAYMENT", "ONCRMDEALADD", "ONCRMDEALUPDATE"]
+)
 # Request timeouts (seconds): connect, read. Bitrix24 cuts requests off at 60 s.
 BITRIX24_CONNECT_TIMEOUT = env.float("BITRIX24_CONNECT_TIMEOUT", default=5.0)
 BITRIX24_READ_TIMEOUT = env.float("BITRIX24_READ_TIMEOUT", default=65.0)
@@ -236,11 +260,40 @@ CELERY_BEAT_SCHEDULE["events-bindings-reconcile"] = {
 }
 CELERY_BEAT_SCHEDULE["events-prune"] = {"task": "events.tasks.events_prune", "schedule": 86400.0}
 
+# Plain lines with every extra= field as key=value (never a secret's value); static-file requests
+# and the periodic tasks' bookkeeping at DEBUG (bitrix_app/logs.py). Celery keeps these handlers.
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+_ROUTINE = {
+    "()": "bitrix_app.logs.RoutineAtDebug",
+    "level": LOG_LEVEL,
+    "static_url": STATIC_URL,
+    "tasks": sorted({entry["task"] for entry in CELERY_BEAT_SCHEDULE.values()}),
+}
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "formatters": {
+        "plain": {
+            "class": "bitrix_app.logs.KeyValueFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+        },
+        "access": {"format": "%(message)s"},
+    },
+    "filters": {"routine": _ROUTINE},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["routine"]},
+        # The web server's access log (granian's format), in place of its own handler.
+        "access": {
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stdout",
+            "formatter": "access",
+            "filters": ["routine"],
+        },
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "granian.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
+    },
 }
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False

@@ -6,20 +6,22 @@
 # HTTP handling cost more CPU per request than the receiver's whole forged-event path.
 # WEB_SERVER=gunicorn serves the same entry point with gunicorn (gthread) instead.
 #
-# Environment: WEB_BIND (host:port or unix:/path), WEB_CONCURRENCY (processes), WEB_THREADS
+# Environment: WEB_BIND (host:port or unix:/path), WEB_CONCURRENCY (processes; default 2, or 1 in
+# single-process mode, whose cache, rate limiter and inline tasks live in one process), WEB_THREADS
 # (threads per process), WEB_TIMEOUT (gunicorn only), FORWARDED_ALLOW_IPS (gunicorn only; Django
 # reads X-Forwarded-Proto itself through SECURE_PROXY_SSL_HEADER).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-.venv/bin/python}"
 BIND="${WEB_BIND:-127.0.0.1:8000}"
+if [ -n "${REDIS_URL:-}" ]; then WORKERS="${WEB_CONCURRENCY:-2}"; else WORKERS="${WEB_CONCURRENCY:-1}"; fi
 # events.wsgi serves the whole site; only the Bitrix24 event receiver gets a leaner middleware lane.
 APP=events.wsgi:application
 
 if [ "${WEB_SERVER:-granian}" = "gunicorn" ]; then
   exec "$PY" -m gunicorn "$APP" \
     --bind "$BIND" \
-    --workers "${WEB_CONCURRENCY:-2}" \
+    --workers "$WORKERS" \
     --threads "${WEB_THREADS:-4}" \
     --timeout "${WEB_TIMEOUT:-30}" \
     --access-logfile - \
@@ -33,7 +35,7 @@ else
 fi
 exec "$PY" -m granian --interface wsgi "$APP" \
   "${LISTEN[@]}" \
-  --workers "${WEB_CONCURRENCY:-2}" \
+  --workers "$WORKERS" \
   --blocking-threads "${WEB_THREADS:-4}" \
   --http 1 --no-ws \
   --respawn-failed-workers \

@@ -9,12 +9,58 @@ from django.utils.html import format_html
 
 from events.models import Event
 from events.services.dispatch import event_payload_json, events_replay
+from portals.models import Portal
+
+ERROR_PREVIEW = 80  # characters of the last error in the list (the whole of it on the event's page)
+
+
+class PortalFilter(admin.SimpleListFilter):
+    """Events of one portal (``?portal=<member_id>``), chosen by clicking a portal in the list.
+
+    It lists only the chosen portal: thousands of portals would not fit the sidebar, nor would the
+    query that finds which portals have events scale.
+    """
+
+    title = "portal"
+    parameter_name = "portal"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        member_id = self.value()
+        portal = Portal.objects.filter(member_id=member_id).first() if member_id else None
+        return [(portal.member_id, portal.domain)] if portal else []
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Event]) -> QuerySet[Event]:
+        return queryset.filter(portal__member_id=self.value()) if self.value() else queryset
+
+
+def preview(text: str, limit: int = ERROR_PREVIEW) -> str:
+    """``text`` cut to at most ``limit`` characters at a word boundary, with "…" when cut."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    space = cut.rfind(" ")
+    # The cut falls inside a word: drop that word, unless it is longer than half the preview (a
+    # URL, an id), which is cut where it must be.
+    if text[limit - 1] != " " and space > limit // 2:
+        cut = cut[:space]
+    return cut.rstrip(" ,.;:") + "…"
 
 
 @admin.register(Event)
 class EventAdmin(admin.ModelAdmin):
-    list_display = ("id", "event", "portal", "object_key", "status", "attempts", "ts", "received_at", "error")
-    list_filter = ("status", "source", "event")
+    list_display = (
+        "id",
+        "event",
+        "portal_link",
+        "object_key",
+        "status",
+        "attempts",
+        "ts",
+        "received_at",
+        "error",
+    )
+    list_filter = ("status", "source", "event", PortalFilter)
     search_fields = ("portal__member_id", "portal__domain", "object_key", "event")
     date_hierarchy = "received_at"
     list_select_related = ("portal",)
@@ -47,9 +93,14 @@ class EventAdmin(admin.ModelAdmin):
         # Replaying changes state: it needs the model's change permission, though the form is read-only.
         return request.user.has_perm("events.change_event")
 
+    @admin.display(description="portal", ordering="portal__domain")
+    def portal_link(self, obj: Event) -> str:
+        """The portal, linking to this list filtered to its events."""
+        return format_html('<a href="?portal={}">{}</a>', obj.portal.member_id, obj.portal.domain)
+
     @admin.display(description="last error")
     def error(self, obj: Event) -> str:
-        return obj.last_error[:80]
+        return preview(obj.last_error)
 
     @admin.display(description="payload (without tokens)")
     def payload_pretty(self, obj: Event) -> str:

@@ -99,7 +99,6 @@ def handles(name: str) -> bool:
     return bool(_handlers.get(name.upper()))
 
 
-
 def autodiscover() -> None:
     """Import every app's ``event_handlers`` module and the configured extra modules."""
     autodiscover_modules("event_handlers")

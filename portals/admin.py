@@ -50,6 +50,9 @@ class PortalAdmin(admin.ModelAdmin):
     )
     actions = ("refresh_now", "recheck_payment")
 
+    def has_add_permission(self, request) -> bool:
+        return False  # portals come only from verified installs
+
     @admin.display(description="Re-authorise")
     def reauthorise(self, obj: Portal) -> str:
         if obj.pk is None:

@@ -7,6 +7,7 @@ from .views import app, install, oauth
 app_name = "portals"
 urlpatterns = [
     path("install/", install.install, name="install"),
+    path("install/status/", install.install_status, name="install_status"),
     path("app/", app.app_page, name="app"),
     path("placement/<slug:name>/", app.placement, name="placement"),
     path("oauth/start/", oauth.oauth_start, name="oauth_start"),

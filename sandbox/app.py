@@ -4,7 +4,8 @@
 * any other path on the control host → the OAuth server (``/oauth/token/``, ``/rest/app.info``);
 * a portal's address → that portal (``/rest/...``, ``/oauth/authorize/``, extension routes),
   after checking that the Host header names that portal. A renamed portal's old host answers
-  302 with ``Location`` on the new host for every path.
+  302 with ``Location`` on the new host for every path;
+* plain http sent to the HTTPS port → 307 to the same address's http listener.
 
 The portal is identified by the socket's local address (``scope["server"]``), as the real
 service is by its host name, so per-portal limits and host checks behave as on the wire.
@@ -61,6 +62,13 @@ class SandboxApp:
         local = scope["server"][0] if scope.get("server") else ""
         host = _header(scope, b"host")
         try:
+            if (
+                scope["scheme"] == "http"
+                and scope.get("server")
+                and scope["server"][1] == sandbox.config.port
+            ):
+                await _to_http_listener(scope, receive, send, http_port=sandbox.config.http_port)
+                return
             if host in sandbox.renamed:
                 moved = sandbox.renamed[host]
                 new_host = moved.domain if scope["scheme"] == "https" else moved.http_domain
@@ -82,6 +90,15 @@ class SandboxApp:
             await self.portal_app(scope, receive, send)
         except DropConnection:
             return
+
+
+async def _to_http_listener(scope: Scope, receive: Receive, send: Send, *, http_port: int) -> None:
+    """Plain http that reached the HTTPS port (server.TlsOrPlainServer): 307 to the http listener of
+    the address it came to, as a real portal sends http to https. Development apps send browsers
+    here (the app's BITRIX24_ALLOW_HTTP), because browsers refuse the sandbox's CA."""
+    query = scope.get("query_string", b"").decode("latin-1")
+    location = f"http://{scope['server'][0]}:{http_port}{scope['path']}" + (f"?{query}" if query else "")
+    await RedirectResponse(location, status_code=307)(scope, receive, send)
 
 
 def _header(scope: Scope, name: bytes) -> str:

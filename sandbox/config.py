@@ -43,7 +43,12 @@ class Config:
     host: str = "127.0.0.1"
     port: int = 8443
     http_port: int = 8080
+    # The default ports were not asked for explicitly: when they are taken (a demo's sandbox runs),
+    # free ones are used instead of failing.
+    ports_fallback: bool = False
     shared_address: bool = False
+    # Whether portals start with the app installed (False: a person installs it from the portal page).
+    app_installed: bool = True
     state_file: str = "var/sandbox/state.json"
     app_url: str = "http://127.0.0.1:8000"
     # Where /oauth/authorize/ sends the code ("taken from the app settings" in Bitrix24).

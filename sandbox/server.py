@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import contextlib
 import email.utils
+import errno
 import ipaddress
 import json
 import logging
@@ -24,6 +25,7 @@ import os
 import resource
 import signal
 import socket
+import ssl
 import sys
 from pathlib import Path
 from typing import Any
@@ -76,6 +78,86 @@ class LoopbackOnlyProtocol(SandboxProtocol):
     loopback_only = True
 
 
+TLS_HANDSHAKE = 0x16  # the content type of the TLS record every TLS connection opens with
+SNIFF_TIMEOUT = 30.0  # seconds a connection may stay silent before its first byte
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+async def _first_byte(loop: asyncio.AbstractEventLoop, conn: socket.socket) -> bytes:
+    """The connection's first byte, peeked (left in the socket); b"" when the client hung up."""
+    while True:
+        try:
+            return conn.recv(1, socket.MSG_PEEK)
+        except BlockingIOError:
+            readable: asyncio.Future[None] = loop.create_future()
+            loop.add_reader(conn.fileno(), _resolve, readable)
+            try:
+                await readable
+            finally:
+                loop.remove_reader(conn.fileno())
+
+
+class TlsOrPlainServer:
+    """An HTTPS port that also answers plain HTTP: each connection's first byte decides.
+
+    A TLS handshake record is served over TLS as usual; anything else is served as plain HTTP,
+    which the app answers with a redirect to the portal's http listener (sandbox.app). Browsers
+    refuse the sandbox's self-signed CA, so a development app (BITRIX24_ALLOW_HTTP) sends them to
+    ``http://<portal domain>/...``; a real portal redirects that to https, the sandbox to its http
+    page. Has the two methods of asyncio.Server that Listeners uses (close, wait_closed).
+    """
+
+    def __init__(
+        self, sock: socket.socket, protocol_factory: Any, ssl_context: ssl.SSLContext, backlog: int
+    ) -> None:
+        self.sock = sock
+        self.protocol_factory = protocol_factory
+        self.ssl_context = ssl_context
+        sock.listen(backlog)
+        self.sniffing: set[asyncio.Task[None]] = set()
+        self.accepting = asyncio.get_running_loop().create_task(self._accept())
+
+    async def _accept(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, _peer = await loop.sock_accept(self.sock)
+            except OSError:  # out of descriptors, or a connection reset before accept: keep serving
+                await asyncio.sleep(0.05)
+                continue
+            task = loop.create_task(self._serve(conn))
+            self.sniffing.add(task)
+            task.add_done_callback(self.sniffing.discard)
+
+    async def _serve(self, conn: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        conn.setblocking(False)
+        try:
+            async with asyncio.timeout(SNIFF_TIMEOUT):
+                first = await _first_byte(loop, conn)
+            if not first:
+                conn.close()
+                return
+            tls = self.ssl_context if first[0] == TLS_HANDSHAKE else None
+            await loop.connect_accepted_socket(self.protocol_factory, conn, ssl=tls)
+        except OSError:  # a failed handshake (ssl.SSLError), a reset, the timeout
+            conn.close()
+
+    def close(self) -> None:
+        self.accepting.cancel()
+        for task in list(self.sniffing):
+            task.cancel()
+        self.sock.close()
+
+    async def wait_closed(self) -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.accepting
+
+
 class Listeners:
     """The bound sockets and their asyncio servers; can add an address (rename) and take the OAuth
     server's HTTPS listener down and up (the "OAuth server down, connection refused" fault)."""
@@ -100,7 +182,7 @@ class Listeners:
         self.config.load()
         self.state = ServerState()
         self.ssl_context = ca.server_context()
-        self.servers: dict[tuple[str, int], asyncio.Server] = {}
+        self.servers: dict[tuple[str, int], asyncio.Server | TlsOrPlainServer] = {}
         self.addresses: list[str] = []
         self._oauth_reopen: asyncio.TimerHandle | None = None
 
@@ -117,11 +199,14 @@ class Listeners:
         return sock
 
     async def serve(self, sock: socket.socket, tls: bool) -> None:
-        loop = asyncio.get_running_loop()
-        server = await loop.create_server(
-            self._protocol, sock=sock, ssl=self.ssl_context if tls else None, backlog=self.config.backlog
-        )
         address, port = sock.getsockname()[:2]
+        if tls:
+            self.servers[(address, port)] = TlsOrPlainServer(
+                sock, self._protocol, self.ssl_context, self.config.backlog
+            )
+            return
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(self._protocol, sock=sock, backlog=self.config.backlog)
         self.servers[(address, port)] = server
 
     async def start(self, first: dict[tuple[str, int], socket.socket]) -> None:
@@ -233,11 +318,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--seed", type=int, default=defaults.seed, help="seed of generated data and identities"
     )
     parser.add_argument("--host", default=defaults.host, help="address of the OAuth server and control API")
-    parser.add_argument("--port", type=int, default=defaults.port, help="HTTPS port (0: pick a free one)")
+    # Without --port/--http-port the defaults are used, or free ports when those are taken.
     parser.add_argument(
-        "--http-port", type=int, default=defaults.http_port, help="HTTP port (0: pick a free one)"
+        "--port", type=int, default=None, help=f"HTTPS port (default {defaults.port}; 0: pick a free one)"
+    )
+    parser.add_argument(
+        "--http-port",
+        type=int,
+        default=None,
+        help=f"HTTP port (default {defaults.http_port}; 0: pick a free one)",
     )
     parser.add_argument("--shared-address", action="store_true", help="one wildcard listener per scheme")
+    parser.add_argument(
+        "--without-app",
+        action="store_true",
+        help="portals start without the app (install it from the portal page or python -m sandbox.lifecycle)",
+    )
     parser.add_argument("--state-file", default=defaults.state_file)
     parser.add_argument("--app-url", default=os.environ.get("BITRIX24_APP_URL", defaults.app_url))
     parser.add_argument(
@@ -261,6 +357,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
+    defaults = Config()
     config = Config(
         portals=args.portals,
         deals=args.deals,
@@ -271,9 +368,11 @@ def config_from_args(args: argparse.Namespace) -> Config:
         plan=args.plan,
         seed=args.seed,
         host=args.host,
-        port=args.port,
-        http_port=args.http_port,
+        port=defaults.port if args.port is None else args.port,
+        http_port=defaults.http_port if args.http_port is None else args.http_port,
+        ports_fallback=args.port is None and args.http_port is None,
         shared_address=args.shared_address,
+        app_installed=not args.without_app,
         state_file=args.state_file,
         app_url=args.app_url,
         redirect_uri=args.redirect_uri,
@@ -291,12 +390,32 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return config
 
 
-def _first_sockets(config: Config) -> dict[tuple[str, int], socket.socket]:
-    """Bind the control host's sockets first, so port 0 resolves to real ports for everyone."""
+def _bind_pair(host: str, port: int, http_port: int) -> tuple[socket.socket, socket.socket]:
+    https = Listeners.bind(host, port)
+    try:
+        return https, Listeners.bind(host, http_port)
+    except OSError:
+        https.close()
+        raise
+
+
+def _first_sockets(config: Config, out: Any) -> dict[tuple[str, int], socket.socket]:
+    """Bind the control host's sockets first, so port 0 resolves to real ports for everyone.
+
+    With ``config.ports_fallback`` (no port asked for) default ports that are taken, e.g. by the
+    demo's sandbox, give way to free ones, with a line saying so.
+    """
     host = "0.0.0.0" if config.shared_address else config.host  # noqa: S104
-    https = Listeners.bind(host, config.port)
+    try:
+        https, http = _bind_pair(host, config.port, config.http_port)
+    except OSError as e:
+        if not (config.ports_fallback and e.errno == errno.EADDRINUSE):
+            raise
+        out.write(
+            f"Port {config.port} or {config.http_port} is taken (another sandbox?): using free ports.\n"
+        )
+        https, http = _bind_pair(host, 0, 0)
     config.port = https.getsockname()[1]
-    http = Listeners.bind(host, config.http_port)
     config.http_port = http.getsockname()[1]
     return {(host, config.port): https, (host, config.http_port): http}
 
@@ -334,7 +453,7 @@ async def serve(config: Config, *, out: Any = sys.stdout, quiet: bool = False) -
     import sandbox.methods  # noqa: F401 - registers the built-in methods
 
     extensions.load_extensions()
-    first = _first_sockets(config)
+    first = _first_sockets(config, out)
     world = Sandbox(config)
     state_path = Path(config.state_file).resolve()
     ca = CertificateAuthority(state_path.parent)

@@ -100,7 +100,8 @@ class Sandbox:
 
     def reset(self) -> None:
         """A fresh world with the same identities: data reseeded, tokens, faults, counters,
-        limits and the clock offset cleared, the app installed (status F, paid) everywhere."""
+        limits and the clock offset cleared, the app installed (status F, paid) everywhere, or
+        nowhere with ``config.app_installed`` off."""
         # Building thousands of portals allocates millions of small objects; with the cyclic GC
         # running meanwhile, most of the time goes into rescanning them.
         enabled = gc.isenabled()
@@ -153,9 +154,10 @@ class Sandbox:
             portal.webhooks[(portal.admin_user_id, hook_secret)] = Webhook(
                 user_id=portal.admin_user_id, secret=hook_secret, scope=list(ALL_SCOPES)
             )
-            self.app_install(
-                portal, client_id=config.client_id, client_secret=config.client_secret, status="F"
-            )
+            if config.app_installed:
+                self.app_install(
+                    portal, client_id=config.client_id, client_secret=config.client_secret, status="F"
+                )
             self.add_portal(portal)
 
     def add_portal(self, portal: Portal) -> None:

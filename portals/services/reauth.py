@@ -12,6 +12,7 @@ import logging
 import secrets
 from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 
@@ -34,7 +35,9 @@ def portal_reauth_start(*, portal: Portal) -> str:
     """The URL to send the browser to; its state is valid for one callback within STATE_TTL."""
     state = secrets.token_urlsafe(32)
     cache.set(_state_key(state), portal.pk, STATE_TTL)
-    https = urlsplit(portal.client_endpoint).scheme != "http"
+    # Development only (BITRIX24_ALLOW_HTTP): the browser goes to the portal over http, which a real
+    # portal redirects to https and the sandbox to its http page (browsers refuse the sandbox's CA).
+    https = urlsplit(portal.client_endpoint).scheme != "http" and not settings.BITRIX24_ALLOW_HTTP
     return portal_oauth_server(portal=portal).authorization_url(
         portal_domain=portal.domain, state=state, https=https
     )

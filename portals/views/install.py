@@ -1,24 +1,31 @@
-"""The installer URL: the installer page's frame POST and the ONAPPINSTALL event."""
+"""The installer URL: the installer page's frame POST, the ONAPPINSTALL event, and the page's status."""
 
 from __future__ import annotations
 
 import logging
+from urllib.parse import urlencode
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
+from django.core import signing
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.urls import reverse
 from django.views.decorators.clickjacking import xframe_options_exempt
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_GET, require_POST
 
 from ..bitrix.events import parse_event_body
 from ..bitrix.exceptions import Bitrix24InboundError
 from ..services.frames import Frame
 from ..services.install import install_claim_from_event, portal_install
+from ..tasks import portal_events_bind_state
 from .framing import framed_by
-from .refusals import refusal_page
+from .refusals import log_refusal, refusal_page
 
 logger = logging.getLogger(__name__)
+
+STATUS_SALT = "portals.install-status"
+STATUS_MAX_AGE = 3600  # seconds an installer page may keep asking
 
 
 @csrf_exempt  # a cross-site POST from the portal (or its event queue): verified by the service
@@ -34,8 +41,30 @@ def install(request: HttpRequest) -> HttpResponse:
         portal = portal_install(claim=frame.claim)
     except Bitrix24InboundError as e:
         return refusal_page(request, e, kind="install", member_id=member_id)
-    context = {"portal": portal, "js_sdk_url": settings.BITRIX24_JS_SDK_URL}
+    # The page calls installFinish only once our events are bound (protocol §1.3: the one-off setup
+    # first), asking install_status with this token; until then the portal delivers nothing anyway.
+    installed_at = portal.installed_at.timestamp() if portal.installed_at else 0.0
+    token = signing.dumps({"portal": portal.pk, "installed_at": installed_at}, salt=STATUS_SALT)
+    context = {
+        "portal": portal,
+        "js_sdk_url": settings.BITRIX24_JS_SDK_URL,
+        "status_url": reverse("portals:install_status") + "?" + urlencode({"token": token}),
+    }
     return framed_by(render(request, "portals/install.html", context), portal)
+
+
+@require_GET
+def install_status(request: HttpRequest) -> JsonResponse:
+    """``{"state": "pending"|"done"|"failed"}``: whether the app's events are bound for the install
+    the signed ``token`` (from the installer page) stands for. 403 for a bad or expired token."""
+    try:
+        claim = signing.loads(request.GET.get("token", ""), salt=STATUS_SALT, max_age=STATUS_MAX_AGE)
+        state = portal_events_bind_state(
+            portal_id=int(claim["portal"]), installed_at=float(claim["installed_at"])
+        )
+    except (signing.BadSignature, KeyError, TypeError, ValueError):
+        return JsonResponse({"error": "bad or expired token"}, status=403)
+    return JsonResponse({"state": state}, headers={"Cache-Control": "no-store"})
 
 
 def _install_event(request: HttpRequest) -> HttpResponse:
@@ -44,7 +73,6 @@ def _install_event(request: HttpRequest) -> HttpResponse:
         payload = parse_event_body(request.body)
         portal_install(claim=install_claim_from_event({"auth": {**payload.auth, **payload.secrets}}))
     except Bitrix24InboundError as e:
-        extra = {"cause": type(e).__name__, "reason": str(e), "remote": request.META.get("REMOTE_ADDR", "")}
-        logger.warning("portal.install_refused", extra=extra)
+        log_refusal(request, e, kind="install")
         return HttpResponse("refused", status=e.http_status, content_type="text/plain")
     return HttpResponse("OK", content_type="text/plain")

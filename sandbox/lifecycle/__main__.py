@@ -13,7 +13,9 @@
     python -m sandbox.lifecycle urls [--installer URL] [--install-event URL] [--app-page URL]
         [--placement URL-with-{name}] [--oauth-redirect URL] [--events URL] [--finish-mode auto|explicit]
 
-The control URL comes from --control-url or the state file (--state-file, default var/sandbox/state.json).
+The control URL comes from --control-url or the state file: --state-file, else the first of
+var/demo/sandbox/state.json (bin/demo's sandbox, in the project) and var/sandbox/state.json (a sandbox
+started on its own from the current directory) whose sandbox answers.
 Prints the JSON answer; exits 1 when the sandbox refuses the action.
 """
 
@@ -29,13 +31,19 @@ from typing import Any
 import requests
 
 URL_OPTIONS = ("installer", "install_event", "app_page", "placement", "oauth_redirect", "events")
+PROJECT = Path(__file__).resolve().parent.parent.parent
+# Where running sandboxes write their state when --state-file is not given: bin/demo's first (the
+# one an app is installed on), then `python manage.py sandbox`'s default.
+STATE_FILES = (PROJECT / "var" / "demo" / "sandbox" / "state.json", Path("var") / "sandbox" / "state.json")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m sandbox.lifecycle", description="Sandbox portal lifecycle actions"
     )
-    parser.add_argument("--state-file", default="var/sandbox/state.json")
+    parser.add_argument(
+        "--state-file", help="default: the running demo's sandbox, else var/sandbox/state.json"
+    )
     parser.add_argument("--control-url", help="overrides the state file's control_url")
     sub = parser.add_subparsers(dest="action", required=True)
 
@@ -103,9 +111,29 @@ def _request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any]]:
     return ("POST" if body else "GET"), "lifecycle", body
 
 
+def _state_path(args: argparse.Namespace) -> Path:
+    """--state-file, else the first of STATE_FILES whose sandbox answers (else the first that exists)."""
+    if args.state_file:
+        return Path(args.state_file)
+    existing = [path for path in STATE_FILES if path.is_file()]
+    for path in existing:
+        if _answers(path):
+            return path
+    return existing[0] if existing else STATE_FILES[-1]
+
+
+def _answers(path: Path) -> bool:
+    """Whether the sandbox that wrote ``path`` is running (its control API answers)."""
+    try:
+        requests.get(json.loads(path.read_text())["control_url"], timeout=2)
+    except (OSError, ValueError, KeyError, TypeError, requests.RequestException):
+        return False
+    return True
+
+
 def _state(args: argparse.Namespace) -> dict[str, Any]:
     """The sandbox's state file; exits with a message if the sandbox hasn't written one."""
-    path = Path(args.state_file)
+    path = _state_path(args)
     if not path.is_file():
         raise SystemExit(
             f"no state file at {path}: start the sandbox first, or pass --state-file / --control-url"

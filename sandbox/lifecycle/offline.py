@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sandbox.lifecycle.errors import LifecycleError
+from sandbox.seed import bitrix_datetime
 
 PAGE_SIZE = 50  # event.offline.list pages are always 50 records
 DEFAULT_GET_LIMIT = 50
@@ -56,7 +57,7 @@ class OfflineRecord:
         """The row shape of event.offline.get (strings, as PHP serialises database rows)."""
         return {
             "ID": str(self.id),
-            "TIMESTAMP_X": _iso(self.timestamp),
+            "TIMESTAMP_X": bitrix_datetime(self.timestamp),
             "EVENT_NAME": self.event_name,
             "EVENT_DATA": self.event_data,
             "EVENT_ADDITIONAL": self.event_additional,
@@ -76,10 +77,6 @@ class OfflineRecord:
             "MESSAGE_ID": self.message_id,
             "PROCESS_ID": self.process_id,
         }[name]
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="seconds")
 
 
 def _coerce(name: str, raw: Any) -> Any:

@@ -6,6 +6,7 @@ One `LifecycleRuntime` per running sandbox; `reset()` gives a fresh one (the con
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -63,6 +64,20 @@ class AppUrls:
         return asdict(self)
 
 
+PAGE_SESSION_LIFETIME = 3600.0
+
+
+@dataclass(frozen=True)
+class PageSession:
+    """The portal page's own credential for its calls on the frame's behalf (installFinish,
+    refreshAuth), as a real portal page has the user's session: never given to the app, and not the
+    app's token, which the app may rotate away at once (an install exchanges the refresh token)."""
+
+    member_id: str
+    user_id: int
+    expires: float
+
+
 @dataclass
 class LifecycleRuntime:
     """Everything the lifecycle keeps outside the store, for one running sandbox."""
@@ -77,6 +92,23 @@ class LifecycleRuntime:
     workers: dict[str, DeliveryWorker] = field(default_factory=dict)
     poster: Poster = post_form
     clock: Callable[[], float] = time.time  # the sandbox clock, for the events' `ts`
+    page_sessions: dict[str, PageSession] = field(default_factory=dict)
+
+    def page_session_new(self, *, member_id: str, user_id: int) -> str:
+        """A new page session for one frame render (expired ones are dropped first)."""
+        now = self.clock()
+        for value in [v for v, session in self.page_sessions.items() if session.expires <= now]:
+            del self.page_sessions[value]
+        value = secrets.token_urlsafe(24)
+        self.page_sessions[value] = PageSession(member_id, user_id, now + PAGE_SESSION_LIFETIME)
+        return value
+
+    def page_session(self, value: str, *, member_id: str) -> PageSession | None:
+        """The live page session ``value`` of portal ``member_id``, else None."""
+        session = self.page_sessions.get(value)
+        if session is None or session.member_id != member_id or session.expires <= self.clock():
+            return None
+        return session
 
     def worker(self, member_id: str) -> DeliveryWorker:
         """The portal's delivery worker, created on first use (inside the running loop)."""

@@ -22,6 +22,7 @@ from sandbox.lifecycle import core, service
 from sandbox.lifecycle.errors import ActionError
 from sandbox.lifecycle.payloads import FramePost
 from sandbox.registry import RestError
+from sandbox.seed import bitrix_datetime
 from sandbox.state import Sandbox
 from sandbox.store import Portal
 from sandbox.wire import read_params
@@ -64,8 +65,10 @@ def _context(request: Request, **extra: Any) -> dict[str, Any]:
     }
 
 
-def _render_frame(request: Request, *, title: str, action: str, frame: FramePost, note: str = "") -> Response:
-    sb = sandbox_of(request)
+def _render_frame(
+    request: Request, *, title: str, action: str, frame: FramePost, user_id: int, note: str = ""
+) -> Response:
+    sb, portal = sandbox_of(request), portal_of(request)
     action_url = f"{action}{'&' if '?' in action else '?'}{urlencode(frame.query)}"
     # What the BX24 shim gets from getInitData: the frame's auth and context (same values as the POST).
     init = {
@@ -76,7 +79,7 @@ def _render_frame(request: Request, *, title: str, action: str, frame: FramePost
         "MEMBER_ID": frame.body["member_id"],
         "PLACEMENT": frame.body["PLACEMENT"],
         "PLACEMENT_OPTIONS": json.loads(frame.body.get("PLACEMENT_OPTIONS", "{}")),
-        "INSTALL": app_state(sb, portal_of(request)) == "installing",
+        "INSTALL": app_state(sb, portal) == "installing",
         "IS_ADMIN": True,
         "LANG": frame.query["LANG"],
     }
@@ -90,6 +93,7 @@ def _render_frame(request: Request, *, title: str, action: str, frame: FramePost
             action=action_url,
             body=frame.body,
             init=init,
+            page_session=core.runtime(sb).page_session_new(member_id=portal.member_id, user_id=user_id),
             app_origin=_origin(action),
             frame_name=f"{frame.query['DOMAIN']}|{frame.query['PROTOCOL']}|{frame.query['APP_SID']}",
         ),
@@ -122,8 +126,10 @@ async def app_frame(request: Request) -> Response:
     """The app in its iframe: the installer while installFinish is pending, else the app page."""
     sb, portal = sandbox_of(request), portal_of(request)
     state = app_state(sb, portal)
-    if state not in ("installed", "installing"):
-        return _back("The app is not installed.")
+    if state == "not installed":
+        return _back("The app is not installed on this portal yet: press “Install the app”, then open it.")
+    if state == "uninstalled":
+        return _back("The app was uninstalled from this portal: press “Install the app” to install it again.")
     urls = core.runtime(sb).urls
     frame = service.frame_build(sb, portal=portal)
     if state == "installing" and urls.installer:
@@ -133,8 +139,11 @@ async def app_frame(request: Request) -> Response:
             action=urls.installer,
             frame=frame,
             note="The portal shows the installer until the app calls BX24.installFinish().",
+            user_id=portal.admin_user_id,
         )
-    return _render_frame(request, title="The app", action=urls.app_page, frame=frame)
+    return _render_frame(
+        request, title="The app", action=urls.app_page, frame=frame, user_id=portal.admin_user_id
+    )
 
 
 async def placement_frame(request: Request) -> Response:
@@ -152,7 +161,13 @@ async def placement_frame(request: Request) -> Response:
     placement = candidates[index]
     options = {k: v for k, v in request.query_params.items() if k != "handler"}
     frame = service.frame_build(sb, portal=portal, placement=code, placement_options=options)
-    return _render_frame(request, title=placement.title or code, action=placement.handler, frame=frame)
+    return _render_frame(
+        request,
+        title=placement.title or code,
+        action=placement.handler,
+        frame=frame,
+        user_id=portal.admin_user_id,
+    )
 
 
 async def portal_action(request: Request) -> Response:
@@ -197,10 +212,21 @@ def crm_touch(sb: Sandbox, *, portal: Portal, action: str, form: dict[str, Any])
     """A person's CRM edit on the portal page: store it and announce it through the core's data-change
     hook, acting as the portal's admin, exactly as a REST write would."""
     table = portal.table("deal")
-    now = core.now(sb)
+    # Dates in the portal's form, as every other date the sandbox returns (ISO 8601 with the offset).
+    now = bitrix_datetime(core.now(sb))
+    user = str(portal.admin_user_id)
     if action == "deal-add":
         template = dict(table.get(next(table.ids(), 0)) or {})
-        template.update(TITLE=str(form.get("title") or "Deal from the portal page"), STAGE_ID="NEW")
+        template.update(
+            TITLE=str(form.get("title") or "Deal from the portal page"),
+            STAGE_ID="NEW",
+            DATE_CREATE=now,
+            DATE_MODIFY=now,
+            MOVED_TIME=now,
+            LAST_ACTIVITY_TIME=now,
+            CREATED_BY_ID=user,
+            MODIFY_BY_ID=user,
+        )
         row_id = table.insert(template)
         event = "ONCRMDEALADD"
     else:
@@ -212,7 +238,7 @@ def crm_touch(sb: Sandbox, *, portal: Portal, action: str, form: dict[str, Any])
         if row is None:
             raise ActionError(f"no deal {row_id}")
         if action == "deal-update":
-            table.put(row_id, {**row, "DATE_MODIFY": str(int(now))})
+            table.put(row_id, {**row, "DATE_MODIFY": now, "MODIFY_BY_ID": user})
             event = "ONCRMDEALUPDATE"
         else:
             table.delete(row_id)
@@ -226,22 +252,26 @@ async def deliveries_json(request: Request) -> Response:
     return JSONResponse({"deliveries": core.runtime(sb).log.select(member_id=portal.member_id)[-200:]})
 
 
-def _frame_token(request: Request, payload: dict[str, Any]) -> Any:
-    """The token the frame was rendered with; it proves the caller is that frame's parent page."""
+def _frame_user(request: Request, payload: dict[str, Any]) -> int | None:
+    """The user whose frame the caller is the parent page of, else None. Proof: the page session
+    rendered with the frame (``session``), or the frame's own access token (``auth``) while it lives."""
     sb, portal = sandbox_of(request), portal_of(request)
+    session = core.runtime(sb).page_session(str(payload.get("session") or ""), member_id=portal.member_id)
+    if session is not None:
+        return session.user_id
     value = str(payload.get("auth") or "")
     token = sb.tokens.get(value)
     if token is None or token.member_id != portal.member_id or not token.access_valid:
         return None
     if token.client_id != sb.config.client_id or not hmac.compare_digest(token.access_token, value):
         return None
-    return token
+    return int(token.user_id)
 
 
 async def bx24_install_finish(request: Request) -> Response:
     sb, portal = sandbox_of(request), portal_of(request)
     payload = await read_params(request)
-    if _frame_token(request, payload) is None:
+    if _frame_user(request, payload) is None:
         return JSONResponse({"error": "NO_AUTH_FOUND", "error_description": "Wrong authorization data"}, 401)
     try:
         finished = service.app_install_finish(sb, portal=portal)
@@ -253,10 +283,10 @@ async def bx24_install_finish(request: Request) -> Response:
 async def bx24_refresh_auth(request: Request) -> Response:
     sb, portal = sandbox_of(request), portal_of(request)
     payload = await read_params(request)
-    token = _frame_token(request, payload)
-    if token is None:
+    user_id = _frame_user(request, payload)
+    if user_id is None:
         return JSONResponse({"error": "NO_AUTH_FOUND", "error_description": "Wrong authorization data"}, 401)
-    fresh = core.mint(sb, portal=portal, user_id=token.user_id)
+    fresh = core.mint(sb, portal=portal, user_id=user_id)
     return JSONResponse(
         {"AUTH_ID": fresh.access_token, "REFRESH_ID": fresh.refresh_token, "AUTH_EXPIRES": fresh.expires_in}
     )
