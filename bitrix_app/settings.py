@@ -41,8 +41,11 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "portals",
     "events",
-    "sandbox",
 ]
+# The sandbox Bitrix24 (`manage.py sandbox`) is for development, the demo and the tests: never
+# installed in production unless asked for explicitly.
+if env.bool("BITRIX24_SANDBOX", default=DEBUG):
+    INSTALLED_APPS.append("sandbox")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import json
+
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
 from events.models import Event
-from events.services.dispatch import event_payload_json, events_replay
+from events.services.replay import events_replay
 from portals.models import Portal
 
 ERROR_PREVIEW = 80  # characters of the last error in the list (the whole of it on the event's page)
+
+
+def event_payload_json(row: Event) -> str:
+    """The stored payload as pretty JSON (its keys sorted, non-ASCII as is)."""
+    return json.dumps(row.payload, indent=2, ensure_ascii=False, sort_keys=True)
 
 
 class PortalFilter(admin.SimpleListFilter):

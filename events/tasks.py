@@ -4,22 +4,22 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from events.services import binding, dispatch, offline
+from events.services import binding, drain, offline, replay
 
 
 @shared_task(name="events.tasks.events_drain", ignore_result=True)
 def events_drain(shard: int, scheduled: bool = False) -> None:
-    dispatch.events_drain_shard(shard=shard, scheduled=scheduled)
+    drain.events_drain_shard(shard=shard, scheduled=scheduled)
 
 
 @shared_task(name="events.tasks.events_sweep", ignore_result=True)
 def events_sweep() -> None:
-    dispatch.events_sweep()
+    replay.events_sweep()
 
 
 @shared_task(name="events.tasks.events_prune", ignore_result=True)
 def events_prune() -> None:
-    dispatch.events_prune()
+    replay.events_prune()
 
 
 @shared_task(name="events.tasks.events_bind_app", ignore_result=True)

@@ -1,7 +1,7 @@
 """Accepting events: verify, store durably, wake the dispatcher after commit.
 
 The receiver's hot path is parse → one cached Portal lookup → one INSERT → 200; all work happens
-later in a worker (see :mod:`events.services.dispatch`).
+later in a worker (see :mod:`events.services.drain`).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from django.db import IntegrityError, connection, transaction
 from events import registry
 from events.models import Event
 from events.services.tokens import PortalEntry, portal_tokens
+from events.services.wake import events_wake_soon
 from portals.bitrix.events import (
     EventPayload,
     check_event_age,
@@ -181,9 +182,6 @@ def event_store(*, portal_id: int, payload: EventPayload, now: datetime) -> int 
         [event_id] = _insert_many([row])  # inside a transaction: joins the caller's
     if event_id is None:
         return None
-    # Imported here: dispatch imports the registry's handlers, which may import services using intake.
-    from events.services.dispatch import events_wake_soon
-
     # Through the waker thread here too: in single-process mode the drain (and so the handlers)
     # runs inline where it is woken, and the receiver must not wait for handlers in any mode.
     transaction.on_commit(lambda: events_wake_soon(shards={row["shard"]}))
@@ -192,9 +190,6 @@ def event_store(*, portal_id: int, payload: EventPayload, now: datetime) -> int 
 
 def _wake_batch(batch: list[EventRow], results: list[int | None]) -> None:
     """After a group commit: hand the shards that got new rows to the waker thread."""
-    # Imported here: dispatch imports the registry's handlers, which may import services using intake.
-    from events.services.dispatch import events_wake_soon
-
     shards = {row["shard"] for row, result in zip(batch, results, strict=True) if result is not None}
     if shards:
         events_wake_soon(shards=shards)

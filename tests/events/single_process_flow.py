@@ -32,7 +32,7 @@ def main(database: str) -> dict[str, Any]:
 
     from events import registry
     from events.models import Event
-    from events.services.dispatch import _shard_lock
+    from events.services.shards import shard_lock
     from portals.models import Portal
     from tests.fixtures.events import form_body, load_payload
 
@@ -79,13 +79,13 @@ def main(database: str) -> dict[str, Any]:
     others: list[bool] = []
 
     def try_lock() -> None:
-        with _shard_lock(shard) as acquired:
+        with shard_lock(shard) as acquired:
             others.append(acquired)
 
     # The drain that just finished may hold the shard for its last look: take the lock once free.
     deadline = time.monotonic() + 10
     while True:
-        with _shard_lock(shard) as first:
+        with shard_lock(shard) as first:
             if first or time.monotonic() > deadline:
                 thread = threading.Thread(target=try_lock)
                 thread.start()

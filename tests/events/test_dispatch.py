@@ -165,8 +165,8 @@ def test_replay_by_id_redispatches_a_done_event(client, make_portal, recorder, w
 
 
 def test_sweep_recovers_events_whose_wake_up_was_lost(make_portal, recorder, worker):
-    from events.services.dispatch import events_sweep
     from events.services.intake import event_store
+    from events.services.replay import events_sweep
     from portals.bitrix.events import parse_event_body
 
     rec = recorder("ONCRMCONTACTUPDATE")

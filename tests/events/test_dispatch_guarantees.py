@@ -19,8 +19,9 @@ from psycopg.conninfo import make_conninfo
 
 from events import registry
 from events.models import Event
-from events.services import dispatch
+from events.services import drain, replay, wake
 from events.services.intake import event_shard, event_store
+from events.services.shards import SHARD_LOCKS
 from portals.bitrix.events import parse_event_body
 from portals.models import Portal
 from portals.services.client import client_for_portal
@@ -108,20 +109,22 @@ def shard_lock_held(shard: int) -> bool:
         cursor.execute(
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = %s AND objid = %s"
             " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-            [dispatch._LOCK_CLASS, shard],
+            [SHARD_LOCKS.class_id, shard],
         )
         return bool(cursor.fetchone()[0])
 
 
-def test_a_dead_drainers_shard_is_dispatched_after_one_sweep(client, make_portal, recorder, worker, settings):
+def test_a_dead_drainers_shard_is_dispatched_after_one_sweep(
+    client, make_portal, recorder, worker, redis_client, settings
+):
     rec = recorder("ONCRMCONTACTUPDATE")
     now = int(time.time())
     portal = make_portal(contact("21", now))
     shard = event_shard(portal_id=portal.pk, object_key="ONCRMCONTACT:21")
-    flag = dispatch._wake_key(shard)
+    flag = settings.REDIS_KEY_PREFIX + wake.wake_flag(shard)
     db = connection.settings_dict
     dsn = make_conninfo(dbname=db["NAME"], user=db["USER"], host=db["HOST"], port=db["PORT"])
-    args = [dsn, str(dispatch._LOCK_CLASS), str(shard), settings.REDIS_URL, flag]
+    args = [dsn, str(SHARD_LOCKS.class_id), str(shard), settings.REDIS_URL, flag]
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLDER, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
@@ -129,15 +132,15 @@ def test_a_dead_drainers_shard_is_dispatched_after_one_sweep(client, make_portal
         assert holder.stdout.readline().strip() == "holding"
         event_id = post(client, contact("21", now))["id"]
         # A live holder keeps its flag through a sweep: it is draining and will see the event.
-        assert dispatch.events_sweep() == [shard]
-        assert dispatch._redis().get(flag) == b"dead-drainer"
+        assert replay.events_sweep() == [shard]
+        assert redis_client.get(flag) == b"dead-drainer"
     finally:
         holder.kill()  # SIGKILL: the drainer dies mid-drain, its flag left behind
         holder.wait(timeout=10)
     wait_for(lambda: not shard_lock_held(shard), timeout=10, what="the server releases the dead lock")
-    assert dispatch._redis().get(flag) == b"dead-drainer"
+    assert redis_client.get(flag) == b"dead-drainer"
     swept = time.monotonic()
-    assert dispatch.events_sweep() == [shard]
+    assert replay.events_sweep() == [shard]
     row = wait_status(event_id, "done", timeout=20)
     assert row.status == "done"
     assert time.monotonic() - swept < 20  # not the flag's 120 s
@@ -166,7 +169,7 @@ def test_a_batch_killed_before_its_commit_is_redispatched_without_applying_effec
 ):
     effect = handler("ONCRMCONTACTUPDATE", EffectHandler())
     interrupted = threading.Event()
-    mark_done = dispatch._mark_done
+    mark_done = drain._mark_done
 
     def dies_at_the_done_mark(event_ids, *, now):
         if not interrupted.is_set():
@@ -174,7 +177,7 @@ def test_a_batch_killed_before_its_commit_is_redispatched_without_applying_effec
             raise RuntimeError("worker killed before the batch committed")
         mark_done(event_ids, now=now)
 
-    monkeypatch.setattr(dispatch, "_mark_done", dies_at_the_done_mark)
+    monkeypatch.setattr(drain, "_mark_done", dies_at_the_done_mark)
     now = int(time.time())
     portal = make_portal(contact("23", now))
     event_id = post(client, contact("23", now))["id"]
@@ -185,7 +188,7 @@ def test_a_batch_killed_before_its_commit_is_redispatched_without_applying_effec
     assert (row.status, row.attempts) == ("pending", 0)
     assert effect_rows(row.idempotency_key) == []  # the handler ran; nothing of its batch committed
     # The dead run left its wake flag; one sweep dispatches the event again.
-    assert dispatch.events_sweep() == [shard]
+    assert replay.events_sweep() == [shard]
     row = wait_status(event_id, "done")
     assert (row.status, row.attempts) == ("done", 1)
     # Run twice (outside effects are at least once), with the same key both times; applied once.
@@ -250,7 +253,7 @@ def test_a_token_refreshed_by_a_failing_handler_stays_stored(
     assert stored.state == Portal.State.ACTIVE
     assert sandbox_grants(portals_sandbox, portal.member_id) - before == 1
     Event.objects.filter(pk=event_id).update(available_at=timezone.now())
-    dispatch.events_sweep()
+    replay.events_sweep()
     assert wait_status(event_id, "done").status == "done"
     # The portal stays usable with that pair: no second grant, no refresh token used twice.
     assert client_for_portal(member_id=portal.member_id).call("profile")
@@ -301,30 +304,30 @@ def test_redis_down_logs_one_line_per_cause_and_window_and_never_raises(
     make_portal, recorder, settings, caplog, monkeypatch
 ):
     settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there: connection refused
-    monkeypatch.setattr(dispatch._log_wake_failed, "interval", 0.5)
-    monkeypatch.setattr(dispatch._log_wake_failed, "_last", {})
+    monkeypatch.setattr(wake._log_wake_failed, "interval", 0.5)
+    monkeypatch.setattr(wake._log_wake_failed, "_last", {})
     rec = recorder("ONCRMCONTACTUPDATE")
     now = int(time.time())
     portal = make_portal(contact("26", now))
     payload = parse_event_body(form_body(contact("26", now)))
     with caplog.at_level(logging.INFO, logger="events"):
         for _ in range(50):
-            dispatch.events_wake(shard=1, force=True)
+            wake.events_wake(shard=1, force=True)
         # Every path that touches Redis goes on without it: the sweep, a drain, a replay.
         with transaction.atomic():
             event_id = event_store(portal_id=portal.pk, payload=payload, now=timezone.now())
             transaction.get_connection().run_on_commit = []  # no waker thread logging meanwhile
         shard = Event.objects.get(pk=event_id).shard
-        assert dispatch.events_sweep() == [shard]
-        report = dispatch.events_drain_shard(shard=shard, scheduled=True)
+        assert replay.events_sweep() == [shard]
+        report = drain.events_drain_shard(shard=shard, scheduled=True)
         assert report is not None and report.done == 1
         with transaction.atomic():
-            assert dispatch.events_replay(event_ids=[event_id]) == 1
+            assert replay.events_replay(event_ids=[event_id]) == 1
         failed = [r for r in caplog.records if r.getMessage() == "events.wake_failed"]
         assert len(failed) == 1
         assert (failed[0].cause, failed[0].suppressed) == ("redis.exceptions.ConnectionError", 0)
         time.sleep(0.5)  # the window passes
-        dispatch.events_wake(shard=1, force=True)
+        wake.events_wake(shard=1, force=True)
     failed = [r for r in caplog.records if r.getMessage() == "events.wake_failed"]
     assert len(failed) == 2
     assert failed[1].suppressed >= 49 + 3  # the other wake-ups, the sweep's, the drain's, the replay's

@@ -8,8 +8,8 @@ import threading
 import pytest
 
 from events.models import Event
-from events.services import dispatch
-from events.services.dispatch import ShardWaker
+from events.services import wake
+from events.services.wake import ShardWaker
 from tests.fixtures.events import form_body, load_payload
 
 URL = "/bitrix/events/"
@@ -74,7 +74,7 @@ def test_a_group_committed_event_is_answered_while_its_wake_up_hangs(
         called.set()
         release.wait(10)
 
-    monkeypatch.setattr(dispatch, "_waker", ShardWaker(hanging_wake))
+    monkeypatch.setattr(wake, "_waker", ShardWaker(hanging_wake))
     payload = load_payload("oncrmcontactupdate__basic", data={"FIELDS": {"ID": "41"}})
     make_portal(payload)
     answers: list[int] = []
