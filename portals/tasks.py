@@ -11,6 +11,7 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from .bitrix.exceptions import Bitrix24AuthError, Bitrix24Error, Bitrix24ServerError, Bitrix24TransportError
+from .bitrix.retry import Backoff
 from .models import Portal
 from .services import lifecycle
 from .services.sweep import dormant_age, portals_sweep_plan, warm_window
@@ -35,7 +36,8 @@ def portal_tokens_refresh_task(self, portal_id: int, reason: str) -> None:
     except (Bitrix24TransportError, Bitrix24ServerError) as e:
         # No answer from the OAuth server: the pair is unchanged (or spent and the next attempt
         # records that), so try again later.
-        raise self.retry(exc=e, countdown=min(600, 30 * 2**self.request.retries))
+        countdown = Backoff(base=30, cap=600, jitter="equal").delay(self.request.retries)
+        raise self.retry(exc=e, countdown=countdown)
     except Bitrix24AuthError:
         pass  # recorded on the portal (state + reason) by the service
 
@@ -88,7 +90,8 @@ def portal_events_bind_task(self, portal_id: int) -> None:
             )
             _bind_state_record(portal_id, stamp, BIND_FAILED)
             return
-        raise self.retry(exc=e, countdown=min(900, 15 * 2**self.request.retries))
+        countdown = Backoff(base=15, cap=900, jitter="equal").delay(self.request.retries)
+        raise self.retry(exc=e, countdown=countdown)
     except Bitrix24Error as e:
         logger.warning("portal.events_bind_failed", extra={"portal_id": portal_id, "error": type(e).__name__})
         _bind_state_record(portal_id, stamp, BIND_FAILED)

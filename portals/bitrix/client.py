@@ -8,9 +8,10 @@ bounded (``RetryPolicy``):
 * QUERY_LIMIT_EXCEEDED (refused before running): mark the bucket full, wait, retry.
 * OPERATION_TIME_LIMIT: block that method until its reset, retry.
 * expired_token: refresh once (single-flight in the credentials), retry.
-* network errors / 5xx: retry reads with exponential backoff and jitter; a write whose outcome
-  is unknown is retried only with an Idempotency-Key (REST 3.0) or when the request provably
-  never left (connection refused); otherwise Bitrix24WriteOutcomeUnknown.
+* network errors / 5xx: retry reads after ``RetryPolicy.backoff`` (exponential, full jitter: the
+  one policy of :mod:`.retry`); a write whose outcome is unknown is retried only with an
+  Idempotency-Key (REST 3.0) or when the request provably never left (connection refused);
+  otherwise Bitrix24WriteOutcomeUnknown.
 * OVERLOAD_LIMIT, other 4xx, permanent auth errors: raised at once.
 """
 
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import random
 import threading
 import time
 import uuid
@@ -51,6 +51,7 @@ from .exceptions import (
 from .limiter import BucketParams, Limiter, LocalLimiter, SharedStateUnavailable, plan_params, redis_failures
 from .metrics import Metrics
 from .operating import OperatingLedger
+from .retry import Backoff
 from .transport import Response, Transport
 
 logger = logging.getLogger("portals.bitrix.client")
@@ -73,17 +74,17 @@ def is_read(method: str) -> bool:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Bounds: ``attempts`` per call for each cause, backoff ``base * 2**n`` capped, with full jitter."""
+    """Bounds: retries per call for each cause; ``backoff`` between transient failures.
+
+    The wait before transient retry ``n`` (from 0) is uniform in [0, min(30, 0.5 * 2**n)] s (full
+    jitter: threads and processes that failed together spread out). Rate-limit retries wait for
+    the bucket or the operating-time reset instead.
+    """
 
     rate_limit_attempts: int = 8
     transient_attempts: int = 5
-    backoff_base: float = 0.5
-    backoff_cap: float = 30.0
+    backoff: Backoff = Backoff(base=0.5, cap=30.0, jitter="full")
     max_operating_wait: float = 660.0  # longer than one full 10-minute window: then give up
-
-    def backoff(self, attempt: int, rnd: Callable[[], float] = random.random) -> float:
-        ceiling = min(self.backoff_cap, self.backoff_base * (2**attempt))
-        return ceiling / 2 + rnd() * ceiling / 2
 
 
 def credential_id(credentials: Credentials) -> str:
@@ -270,7 +271,7 @@ class Bitrix24Client:
                 if transient > self.retry.transient_attempts:
                     raise error
                 self.metrics.retry(key, "transient")
-                pause = self.retry.backoff(transient - 1)
+                pause = self.retry.backoff.delay(transient - 1)
                 logger.info(
                     "bitrix.retry.transient",
                     extra={"portal": key, "method": method, "attempt": transient, "wait": pause},

@@ -13,7 +13,6 @@ the refresh grant is one GET through the shared session factory.
 
 from __future__ import annotations
 
-import random
 import secrets
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -23,16 +22,11 @@ from urllib.parse import urlencode, urlsplit
 
 import requests
 from oauthlib.oauth2 import OAuth2Error
-from requests_oauthlib import OAuth2Session
 
 from . import http
-from .exceptions import (
-    Bitrix24ApiError,
-    Bitrix24ConfigError,
-    Bitrix24ServerError,
-    Bitrix24TransportError,
-    error_from_payload,
-)
+from .exceptions import Bitrix24ConfigError, Bitrix24ServerError, Bitrix24TransportError
+from .responses import answer_payload
+from .retry import Backoff
 from .transport import transport_error
 from .values import MAX_UNIX_TS, MIN_UNIX_TS, bounded_int
 
@@ -46,6 +40,10 @@ REST_PATH = "rest/"
 MAX_TOKEN_LIFETIME = 86_400
 # Bitrix24 user ids, as the Portal model stores them (a positive 32-bit integer column).
 MAX_USER_ID = 2**31 - 1
+
+# Between attempts to reach an OAuth server that refused the connection (nothing was sent, so
+# repeating cannot spend a refresh token twice): short waits, spread across portals.
+CONNECT_BACKOFF = Backoff(base=0.5, cap=8.0, jitter="full")
 
 
 def normalise_base(url: str) -> str:
@@ -256,8 +254,8 @@ class OAuthServer:
         if not https:  # development portals only (BITRIX24_ALLOW_HTTP); oauthlib refuses http
             query = urlencode({"response_type": "code", "client_id": self.config.client_id, "state": state})
             return f"http://{portal_domain}/{AUTHORIZE_PATH}?{query}"
-        session = OAuth2Session(self.config.client_id, state=state)
-        url, _state = session.authorization_url(f"https://{portal_domain}/{AUTHORIZE_PATH}")
+        with http.oauth_session(self.config.client_id, state=state) as session:
+            url, _state = session.authorization_url(f"https://{portal_domain}/{AUTHORIZE_PATH}")
         return str(url)
 
     def exchange_code(self, code: str) -> TokenGrant:
@@ -266,8 +264,7 @@ class OAuthServer:
         Raises Bitrix24InvalidGrant for a spent or unknown code, Bitrix24TransportError when the
         server could not be reached, Bitrix24ApiError subclasses for other error envelopes.
         """
-        session = OAuth2Session(self.config.client_id)
-        self._configure(session)
+        session = http.oauth_session(self.config.client_id, ca_bundle=self.config.ca_bundle)
         session.register_compliance_hook("access_token_response", self._raise_for_error)
         try:
             token = session.fetch_token(
@@ -277,7 +274,7 @@ class OAuthServer:
                 include_client_id=True,
                 client_secret=self.config.client_secret,
                 timeout=self.config.timeout,
-                verify=self._verify,
+                verify=http.verify(self.config.ca_bundle),
             )
         except requests.RequestException as e:
             # Not chained: requests' message holds the URL, whose query carries the secret and code.
@@ -323,17 +320,6 @@ class OAuthServer:
 
     # --- plumbing ------------------------------------------------------------------------------
 
-    def _configure(self, session: requests.Session) -> None:
-        # OAuth2Session is its own requests.Session: give it the same guarantees as http.make_session.
-        session.headers.update({"User-Agent": http.USER_AGENT, "Accept": "application/json"})
-        session.max_redirects = 0
-
-    @property
-    def _verify(self) -> str | bool:
-        # Passed on every request: a session's own ``verify`` loses to REQUESTS_CA_BUNDLE from the
-        # environment, which would silently drop the extra CA.
-        return self.config.ca_bundle or True
-
     def _request(self, method: str, url: str, params: dict[str, str]) -> dict[str, Any]:
         """GET with query parameters (the token endpoint, as documented) or POST with a form body.
 
@@ -348,7 +334,7 @@ class OAuthServer:
                 url,
                 timeout=self.config.timeout,
                 allow_redirects=False,
-                verify=self._verify,
+                verify=http.verify(self.config.ca_bundle),
                 **location,  # type: ignore[arg-type]
             )
         except requests.RequestException as e:
@@ -362,27 +348,9 @@ class OAuthServer:
 
 
 def parse_response(response: requests.Response) -> dict[str, Any]:
-    """The JSON body of a successful answer, or the matching exception (code first, status second)."""
-    try:
-        payload = response.json()
-    except ValueError:
-        payload = None
-    if isinstance(payload, dict) and payload.get("error"):
-        # wrong_client arrives with HTTP 200: the error code, not the status, decides.
-        raise error_from_payload(payload, status=response.status_code, method="oauth")
-    if response.status_code >= 500:
-        status = response.status_code
-        raise Bitrix24ServerError("", f"OAuth server answered HTTP {status}", status=status, method="oauth")
-    if response.status_code != 200 or not isinstance(payload, dict):
-        raise Bitrix24ApiError(
-            "ERROR_UNEXPECTED_ANSWER",
-            f"OAuth server answered HTTP {response.status_code} without a usable body",
-            status=response.status_code,
-            method="oauth",
-        )
-    return payload
+    """The JSON body of a successful answer, or the matching exception (code first, status second).
 
-
-def backoff_delays(attempts: int, *, base: float = 0.5, cap: float = 8.0) -> list[float]:
-    """Full-jitter exponential delays for retrying a request that never left this machine."""
-    return [random.uniform(0, min(cap, base * 2**i)) for i in range(attempts)]
+    ``wrong_client`` arrives with HTTP 200: the code, not the status, decides. A 4xx without a code
+    is Bitrix24ApiError, never an auth verdict (see :func:`responses.answer_payload`).
+    """
+    return answer_payload(response, method="oauth", status_decides=False)

@@ -33,7 +33,7 @@ from ..bitrix.exceptions import (
     Bitrix24ServerError,
     Bitrix24TransportError,
 )
-from ..bitrix.oauth import OAuthServer, TokenGrant, backoff_delays
+from ..bitrix.oauth import CONNECT_BACKOFF, OAuthServer, TokenGrant
 from ..models import Portal
 from .locks import portal_refresh_lock
 from .oauth import Clock, portal_oauth_server
@@ -151,11 +151,11 @@ def portal_tokens_refresh(
 def _refresh_grant(server: OAuthServer, portal: Portal) -> TokenGrant:
     """One refresh grant, retried only where that cannot burn the pair twice.
 
-    Not sent (connection refused): retried with backoff. Sent with the outcome unknown (timeout,
-    5xx): retried once with the same refresh token; invalid_grant on that retry means the first
-    attempt rotated the pair and its answer was lost.
+    Not sent (connection refused): retried after ``oauth.CONNECT_BACKOFF``'s waits. Sent with the
+    outcome unknown (timeout, 5xx): retried once with the same refresh token; invalid_grant on that
+    retry means the first attempt rotated the pair and its answer was lost.
     """
-    delays = backoff_delays(max(0, settings.BITRIX24_REFRESH_CONNECT_ATTEMPTS - 1))
+    delays = CONNECT_BACKOFF.delays(max(0, settings.BITRIX24_REFRESH_CONNECT_ATTEMPTS - 1))
     retried_unknown = False
     while True:
         try:
