@@ -18,8 +18,10 @@ from typing import Any
 from django.db.models import Count
 
 from events.models import Event
-from events.services import binding, dispatch, offline
+from events.services import binding, offline
+from events.services.replay import events_replay
 from portals.bitrix.exceptions import Bitrix24Error
+from portals.cli.common import bounded
 from portals.models import Portal
 
 NAME = "events"
@@ -33,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     listing.add_argument("--status", choices=[s.value for s in Event.Status])
     listing.add_argument("--portal", help="member_id")
     listing.add_argument("--event", help="event name, e.g. ONCRMDEALUPDATE")
-    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--limit", type=bounded(1, 100_000), default=50, help="1-100000 (default 50)")
 
     show = actions.add_parser("show", help="one event with its payload and last error")
     show.add_argument("id", type=int)
@@ -62,7 +64,7 @@ def handle(options: dict[str, Any], *, stdout: Any, stderr: Any) -> int:
     try:
         return _ACTIONS[action](options, stdout)
     except Portal.DoesNotExist:
-        stderr.write(f"error: no portal with member_id {options.get('portal')!r}\n")
+        stderr.write(f"error: no portal with member_id {(options.get('portal') or '')[:64]!r}\n")
     except Event.DoesNotExist:
         stderr.write(f"error: no event {options.get('id')}\n")
     except Bitrix24Error as e:
@@ -70,7 +72,15 @@ def handle(options: dict[str, Any], *, stdout: Any, stderr: Any) -> int:
     return 1
 
 
+def _known_portal(options: dict[str, Any]) -> None:
+    """Raise Portal.DoesNotExist for a --portal that names no portal: as a filter it would match
+    nothing and pass for "no events" (exit 0)."""
+    if options["portal"]:
+        Portal.objects.get(member_id=options["portal"])
+
+
 def _list(options: dict[str, Any], stdout: Any) -> int:
+    _known_portal(options)
     queryset = Event.objects.select_related("portal").order_by("-id")
     if options["status"]:
         queryset = queryset.filter(status=options["status"])
@@ -108,7 +118,8 @@ def _show(options: dict[str, Any], stdout: Any) -> int:
 
 
 def _replay(options: dict[str, Any], stdout: Any) -> int:
-    count = dispatch.events_replay(
+    _known_portal(options)
+    count = events_replay(
         event_ids=options["ids"],
         failed=options["failed"],
         portal_member_id=options["portal"],

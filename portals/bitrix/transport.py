@@ -10,7 +10,10 @@ whether to follow, then the same POST is repeated once to the new host.
 from __future__ import annotations
 
 import json
+import socket
+import ssl
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,16 +23,14 @@ import urllib3.exceptions
 
 from .credentials import Credentials
 from .exceptions import (
-    Bitrix24ApiError,
     Bitrix24ConfigError,
     Bitrix24PortalMoved,
     Bitrix24ServerError,
     Bitrix24Timeout,
     Bitrix24TransportError,
-    error_class,
-    error_from_payload,
 )
-from .http import thread_session
+from .http import thread_session, verify
+from .responses import answer_payload
 
 _REDIRECTS = (301, 302, 303, 307, 308)
 
@@ -148,8 +149,7 @@ class Transport:
                     request,
                     timeout=(self.config.connect_timeout, self.config.read_timeout),
                     allow_redirects=False,
-                    # Explicit: requests lets REQUESTS_CA_BUNDLE override a session's own CA.
-                    verify=self.config.ca_bundle or True,
+                    verify=verify(self.config.ca_bundle),
                     proxies=_proxies_for(url),
                     stream=False,
                     cert=None,
@@ -172,29 +172,10 @@ class Transport:
 
 
 def _parse(raw: requests.Response, *, method: str, latency: float, member_id: str | None) -> Response:
-    status = raw.status_code
-    try:
-        payload = raw.json()
-    except ValueError:
-        payload = None
-    if not isinstance(payload, dict):
-        # Proxies and crashes answer with HTML; keep the status, never the body (may echo input).
-        cls = error_class("", status)
-        code = "ERROR_UNEXPECTED_ANSWER"
-        if cls is Bitrix24ApiError and status < 400:
-            cls = Bitrix24ServerError
-        raise cls(
-            code, f"HTTP {status}, not a JSON object", status=status, method=method, member_id=member_id
-        )
-    if "error" in payload and payload.get("error") not in (None, False):
-        raise error_from_payload(payload, status=status, method=method, member_id=member_id)
-    if status >= 400:
-        raise error_class("", status)(
-            "", f"HTTP {status}", status=status, method=method, member_id=member_id, payload=payload
-        )
+    payload = answer_payload(raw, method=method, member_id=member_id)
     return Response(
         payload=payload,
-        status=status,
+        status=raw.status_code,
         latency=latency,
         replayed=raw.headers.get("Idempotent-Replayed", "").lower() == "true",
     )
@@ -217,13 +198,28 @@ def _scrubbed(e: Exception, secret: str) -> Exception:
     return e
 
 
-def transport_error(e: requests.RequestException, url: str) -> Bitrix24TransportError:
+# getaddrinfo's answers that the name does not exist (NXDOMAIN, no address records): asking again
+# gets the same answer. EAI_AGAIN (the resolver is unreachable or timed out) may heal: retried.
+_NO_SUCH_NAME = {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}
+
+
+def transport_error(e: requests.RequestException, url: str) -> Bitrix24TransportError | Bitrix24ConfigError:
     """Classify a requests failure by whether the request may have reached the server.
 
+    An untrusted certificate or a host name that doesn't exist is a Bitrix24ConfigError: neither
+    heals by retrying, so the caller fails at once instead of backing off for seconds.
     The message names the host only: URLs carry webhook secrets, query strings refresh tokens.
     """
     host = urlsplit(url).netloc
     kind = type(e).__name__
+    for cause in _causes(e):
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return Bitrix24ConfigError(
+                f"TLS: the certificate of {host} is not trusted ({cause.verify_message}); if your own "
+                "CA signed it, set BITRIX24_CA_BUNDLE to that CA's PEM file"
+            )
+        if isinstance(cause, socket.gaierror) and cause.errno in _NO_SUCH_NAME:
+            return Bitrix24ConfigError(f"DNS: the host {urlsplit(url).hostname!r} does not exist")
     if isinstance(e, requests.ConnectTimeout):
         return Bitrix24Timeout(f"{kind} connecting to {host}", sent=False)
     if isinstance(e, requests.Timeout):
@@ -239,3 +235,18 @@ def transport_error(e: requests.RequestException, url: str) -> Bitrix24Transport
             return Bitrix24TransportError(f"cannot connect to {host}", sent=False)
         return Bitrix24TransportError(f"{kind}: connection to {host} lost", sent=True)
     return Bitrix24TransportError(f"{kind} talking to {host}", sent=True)
+
+
+def _causes(e: BaseException) -> Iterator[BaseException]:
+    """``e`` and what it wraps, each once: requests keeps urllib3's error in ``args[0]``, urllib3
+    its cause in ``reason`` and ``__cause__`` (ssl.SSLCertVerificationError, socket.gaierror)."""
+    seen: set[int] = set()
+    todo: list[object] = [e]
+    while todo:
+        current = todo.pop()
+        if not isinstance(current, BaseException) or id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        first = current.args[0] if current.args else None
+        todo += [getattr(current, "reason", None), first, current.__cause__, current.__context__]

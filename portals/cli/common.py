@@ -71,9 +71,16 @@ def client_from(options: dict[str, Any]) -> Bitrix24Client:
     with BITRIX24_ALLOW_HTTP): its secret is in the URL and would travel in clear.
     """
     from django.conf import settings
+    from django.db import DatabaseError
 
+    from ..bitrix.credentials import WebhookCredentials
     from ..models import Portal
-    from ..services.client import client_for_portal, client_for_webhook, webhook_url_from
+    from ..services.client import (
+        client_for_credentials,
+        client_for_portal,
+        client_for_webhook,
+        webhook_url_from,
+    )
 
     concurrency = options.get("concurrency")
     if options.get("portal"):
@@ -88,7 +95,13 @@ def client_from(options: dict[str, Any]) -> Bitrix24Client:
         raise Bitrix24ConfigError(
             "the webhook URL must start with https:// (http only with BITRIX24_ALLOW_HTTP=1)"
         )
-    return client_for_webhook(url=url, concurrency=concurrency)
+    try:
+        return client_for_webhook(url=url, concurrency=concurrency)
+    except DatabaseError:
+        # No database, or not migrated yet: it only tells whether the webhook's portal is
+        # installed here (to share its bucket with the app). A webhook works without it.
+        credentials = WebhookCredentials(url, plan_name=settings.BITRIX24_DEFAULT_PLAN)
+        return client_for_credentials(credentials=credentials, concurrency=concurrency)
 
 
 def parse_pairs(pairs: list[str]) -> dict[str, Any]:
@@ -185,10 +198,15 @@ def _merge(into: dict[str, Any], other: dict[str, Any]) -> None:
             into[key] = value
 
 
-def progress_bar(stderr: Any, description: str, total: int | None = None) -> Progress:
+def unstyled(stream: Any) -> Any:
+    """The stream under Django's OutputWrapper, which styles whatever goes to stderr as an error
+    (bold red on a terminal): progress and summaries are written here, not through it."""
+    return getattr(stream, "_out", stream)
+
+
+def progress_bar(stderr: Any, description: str) -> Progress:
     """A progress bar on stderr (the TTY one; plain text when stderr is a file)."""
-    stream = getattr(stderr, "_out", stderr)  # Django's OutputWrapper keeps the real stream here
-    console = Console(file=stream, stderr=True)
+    console = Console(file=unstyled(stderr), stderr=True)
     return Progress(
         TextColumn(description),
         BarColumn(),

@@ -15,8 +15,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..bitrix.client import Bitrix24Client
 from ..bitrix.exceptions import Bitrix24Error
-from .common import add_auth_arguments, bounded, check_method, client_from, parse_pairs, progress_bar
+from ..bitrix.values import bounded_int
+from .common import (
+    add_auth_arguments,
+    bounded,
+    check_method,
+    client_from,
+    parse_pairs,
+    progress_bar,
+    unstyled,
+)
 
 NAME = "export"
 HELP = "Export every row of a list method as JSON Lines (resumable)."
@@ -49,6 +59,16 @@ def _save(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def row_count(client: Bitrix24Client, method: str, params: dict[str, Any]) -> int | None:
+    """How many rows match, from the ``total`` of one first page; None when the method gives none.
+
+    One request more: the traversal itself asks with ``start=-1``, which spares Bitrix24 the
+    COUNT and so returns no total.
+    """
+    total = client.call_raw(method, {**params, "start": 0}, read=True).payload.get("total")
+    return bounded_int(total, low=0, high=2**53)
+
+
 def handle(options: dict[str, Any], *, stdout: Any, stderr: Any) -> int:
     out = options["out"]
     if options["resume"] and out == "-":
@@ -72,7 +92,7 @@ def handle(options: dict[str, Any], *, stdout: Any, stderr: Any) -> int:
     written = 0
     cp_path = checkpoint_path(out) if out != "-" else None
     if out == "-":
-        stream = getattr(stdout, "_out", stdout) or sys.stdout
+        stream = unstyled(stdout) or sys.stdout
     elif options["resume"] and cp_path is not None and cp_path.exists():
         saved = json.loads(cp_path.read_text())
         checkpoint, written = saved["state"], int(saved.get("rows", 0))
@@ -93,7 +113,9 @@ def handle(options: dict[str, Any], *, stdout: Any, stderr: Any) -> int:
 
     try:
         with progress_bar(stderr, f"export {options['method']}") as bar:
-            task = bar.add_task("export", total=None, completed=rows, of="")
+            total = row_count(client, options["method"], params)
+            of = f" of {total:,}" if total is not None else ""
+            task = bar.add_task("export", total=total, completed=rows, of=of)
             for row in client.list_all(
                 options["method"],
                 params,
@@ -116,5 +138,8 @@ def handle(options: dict[str, Any], *, stdout: Any, stderr: Any) -> int:
             stream.close()
     if cp_path is not None and cp_path.exists():
         cp_path.unlink()  # finished: a later --resume must not continue a completed export
-    stderr.write(f"exported {rows:,} rows of {options['method']}\n")
+    # On stdout, unless the rows went there; never through stderr's wrapper, which styles a
+    # success as an error.
+    done = f"exported {rows:,} rows of {options['method']}\n"
+    (unstyled(stderr) if out == "-" else stdout).write(done)
     return 0

@@ -18,8 +18,8 @@ from typing import Any
 
 from ..bitrix.batching import MAX_COMMANDS, BatchResult
 from ..bitrix.client import Bitrix24Client
-from ..bitrix.exceptions import Bitrix24Error, Bitrix24WriteOutcomeUnknown
-from .common import add_auth_arguments, check_method, client_from, progress_bar
+from ..bitrix.exceptions import Bitrix24ConfigError, Bitrix24Error, Bitrix24WriteOutcomeUnknown
+from .common import add_auth_arguments, check_method, client_from, progress_bar, unstyled
 
 NAME = "import"
 HELP = "Run one call of METHOD per JSON line of --in, in batches; report failed rows."
@@ -69,6 +69,8 @@ def _run(
         return 0, failures
     try:
         result: BatchResult = client.batch({f"l{n}": (method, p) for n, p in rows}, parallel=False)
+    except Bitrix24ConfigError:
+        raise  # no row can succeed (untrusted certificate, unknown host): handle() stops at once
     except Bitrix24WriteOutcomeUnknown as e:
         return 0, failures + [
             {"line": n, "error": "OUTCOME_UNKNOWN", "description": str(e.cause)} for n, _ in rows
@@ -134,9 +136,12 @@ def handle(options: dict[str, Any], *, stdout: Any, stderr: Any) -> int:
     except OSError as e:
         stderr.write(f"error: {e}\n")
         return 2
+    except Bitrix24ConfigError as e:
+        stderr.write(f"error after {succeeded:,} rows: {e}\n")
+        return 1
     finally:
         if report is not None:
             report.close()
-    stderr.write(f"{method}: {succeeded:,} rows succeeded, {failed:,} failed\n")
+    unstyled(stderr).write(f"{method}: {succeeded:,} rows succeeded, {failed:,} failed\n")
     stdout.write(json.dumps({"method": method, "succeeded": succeeded, "failed": failed}) + "\n")
     return 1 if failed else 0

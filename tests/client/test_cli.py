@@ -71,7 +71,7 @@ def test_call_reports_errors_without_the_secret(cli_env) -> None:
 def test_export_writes_json_lines(cli_env, sandbox, tmp_path: Path) -> None:
     sandbox.control("seed", member_id=cli_env.member_id, deals=3_000)
     target = tmp_path / "deals.jsonl"
-    _, err = run(
+    out, _ = run(
         "export",
         "crm.deal.list",
         "--webhook",
@@ -86,7 +86,7 @@ def test_export_writes_json_lines(cli_env, sandbox, tmp_path: Path) -> None:
     rows = [json.loads(line) for line in target.read_text().splitlines()]
     assert rows and all(r["STAGE_ID"] == "WON" for r in rows)
     assert len({r["ID"] for r in rows}) == len(rows)
-    assert f"exported {len(rows):,} rows" in err
+    assert f"exported {len(rows):,} rows" in out
     assert not Path(f"{target}.checkpoint.json").exists()
 
 

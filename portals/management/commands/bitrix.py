@@ -8,6 +8,7 @@ from typing import Any
 
 from django.apps import apps
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DatabaseError
 
 
 def _modules() -> dict[str, ModuleType]:
@@ -26,6 +27,13 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         module = _modules()[options["subcommand"]]
-        code = module.handle(options, stdout=self.stdout, stderr=self.stderr)
+        try:
+            code = module.handle(options, stdout=self.stdout, stderr=self.stderr)
+        except DatabaseError as e:
+            # --portal and the events subcommands read the database (a webhook needs none): on a
+            # fresh checkout it is missing or has no tables yet. One line saying what to run.
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            self.stderr.write(f"error: the database is not ready ({reason}): run `python manage.py migrate`")
+            code = 1
         if code:
             raise CommandError(f"bitrix {options['subcommand']} failed (exit {code})", returncode=code)
