@@ -21,6 +21,7 @@ from django.utils import timezone
 from ..bitrix.exceptions import Bitrix24Error, InvalidInstallRequest
 from ..bitrix.oauth import TokenGrant
 from ..models import Portal
+from ..signals import portal_installed
 from .confirm import Identity, refresh_token_prove, token_identify
 from .endpoints import client_endpoint_for, normalise_domain, normalise_member_id
 from .lifecycle import plan_for_license, portal_application_token_set
@@ -156,7 +157,9 @@ def portal_install(*, claim: InstallClaim, clock: Clock | None = None) -> Portal
         return portal
     license_info = _portal_license(verified)
     portal = portal_store_verified(verified=verified, license_info=license_info, clock=clock, installing=True)
-    transaction.on_commit(lambda: _events_bind(portal.pk))
+    # After commit, so whoever sets the portal up (binds its events) finds the row; a slow or
+    # failing setup never fails the install request itself.
+    transaction.on_commit(lambda: portal_installed.send(sender=Portal, portal_id=portal.pk))
     logger.info(
         "portal.installed",
         extra={"member_id": portal.member_id, "source": claim.source, "local": portal.is_local_app},
@@ -236,10 +239,3 @@ def _portal_license(verified: VerifiedInstall) -> Mapping[str, Any] | None:
         logger.warning("portal.license_unknown", extra=extra)
         return None
     return result if isinstance(result, Mapping) else None
-
-
-def _events_bind(portal_id: int) -> None:
-    # A task, so a slow or failing event.bind never fails the install request that triggered it.
-    from ..tasks import portal_events_bind_task
-
-    portal_events_bind_task.delay(portal_id)

@@ -18,7 +18,7 @@ from ..bitrix.events import parse_event_body
 from ..bitrix.exceptions import Bitrix24InboundError
 from ..services.frames import Frame
 from ..services.install import install_claim_from_event, portal_install
-from ..tasks import portal_events_bind_state
+from ..services.setup import portal_setup_state
 from .framing import framed_by
 from .refusals import log_refusal, refusal_page
 
@@ -59,9 +59,7 @@ def install_status(request: HttpRequest) -> JsonResponse:
     the signed ``token`` (from the installer page) stands for. 403 for a bad or expired token."""
     try:
         claim = signing.loads(request.GET.get("token", ""), salt=STATUS_SALT, max_age=STATUS_MAX_AGE)
-        state = portal_events_bind_state(
-            portal_id=int(claim["portal"]), installed_at=float(claim["installed_at"])
-        )
+        state = portal_setup_state(portal_id=int(claim["portal"]), installed_at=float(claim["installed_at"]))
     except (signing.BadSignature, KeyError, TypeError, ValueError):
         return JsonResponse({"error": "bad or expired token"}, status=403)
     return JsonResponse({"state": state}, headers={"Cache-Control": "no-store"})
