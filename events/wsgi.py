@@ -66,7 +66,7 @@ class Application:
         self.receiver_path = reverse("events:receive")
         # Everything loaded so far (Django, the apps, their modules) lives as long as the process:
         # moved out of the collector's sight, it is no longer scanned by every full collection,
-        # which took 40–80 ms per worker with the GIL held, a stall of every request in flight.
+        # which holds the GIL and stalls every request in flight (docs/events.md).
         gc.freeze()
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:

@@ -137,7 +137,7 @@ def event_shard(*, portal_id: int, object_key: str) -> int:
 # ON CONFLICT DO NOTHING RETURNING tells which rows were new (the ORM's bulk_create(ignore_conflicts=
 # True) can't). The rows travel as one JSON document that PostgreSQL unpacks with
 # jsonb_to_recordset: json.dumps (C) encodes a whole batch faster than psycopg adapts even one row
-# of typed arrays element by element in Python (measured: a sixth of the web process's CPU).
+# of typed arrays element by element in Python (docs/events.md, "What changed").
 _INSERT_SQL = """
 INSERT INTO events_event
     (portal_id, event, object_key, ts, source, idempotency_key, shard, payload,
@@ -202,8 +202,8 @@ def _insert_many(batch: list[EventRow]) -> list[int | None]:
     """
     # A psycopg cursor with server-side binding and a prepared statement: Django's cursor binds
     # client-side, quoting every parameter in Python. No health check either (Django's cursor()
-    # would send a SELECT 1 first: a second round trip on every batch, measured at a fifth of the
-    # request's wall time under load). A connection that died since the last request fails this
+    # would send a SELECT 1 first: a second round trip on every batch, a large share of the
+    # request's wall time under load: docs/events.md). A connection that died since the last request fails this
     # one INSERT instead: wrap_database_errors marks it, the end of the request closes it, and the
     # next request reconnects (tested).
     connection.ensure_connection()
@@ -287,8 +287,8 @@ class GroupInsert:
         return me.result
 
     def _lead(self) -> None:
-        # Measured at 1,000 events/s: 2 ms of lingering cut PostgreSQL's CPU per event by a third
-        # and the web process's by a tenth (fewer statements and commits), for 2 ms of latency.
+        # Lingering trades a little latency for fewer statements and commits per event
+        # (docs/events.md, Benchmark, has the figures).
         deadline = time.monotonic() + self._linger()
         with self._lock:
             while len(self._queue) < self._biggest:

@@ -15,6 +15,7 @@ from django.conf import settings
 
 from portals.bitrix.client import Bitrix24Client
 from portals.bitrix.credentials import WebhookCredentials
+from portals.bitrix.exceptions import Bitrix24RateLimited
 from portals.bitrix.limiter import BucketParams, LocalLimiter, RedisLimiter
 from portals.bitrix.operating import OperatingLedger
 from portals.bitrix.transport import Transport, TransportConfig
@@ -38,17 +39,24 @@ def _worker(
     # Every process starts calling at the same moment (their imports take uneven time), so the
     # load really overlaps.
     start.wait(timeout=60)
-    # Half single calls, half batches: a batch is one request to the bucket.
+    # Half single calls, half batches: a batch is one request to the bucket. A call refused more
+    # often than the client retries counts as not done (the control experiment may see that); the
+    # process always reports, so the test never waits for a process that gave up.
     done = 0
-    for i in range(calls // 2):
-        client.call("crm.deal.get", {"id": 1 + i % 20})
-        done += 1
-    result = client.batch([("crm.deal.get", {"id": 1 + i}) for i in range(calls - calls // 2)])
-    done += sum(1 for r in result.values() if r.ok)
-    out.put(done)
+    try:
+        for i in range(calls // 2):
+            client.call("crm.deal.get", {"id": 1 + i % 20})
+            done += 1
+        result = client.batch([("crm.deal.get", {"id": 1 + i}) for i in range(calls - calls // 2)])
+        done += sum(1 for r in result.values() if r.ok)
+    except Bitrix24RateLimited:
+        pass
+    finally:
+        out.put(done)
 
 
-def run(sandbox, portal, *, shared: bool, processes: int, calls: int) -> dict[str, int]:
+def run(sandbox, portal, *, shared: bool, processes: int, calls: int) -> tuple[int, dict[str, int]]:
+    """(calls done, the sandbox's answers for the portal) after ``processes`` processes ran."""
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
     start = ctx.Barrier(processes)
@@ -65,8 +73,7 @@ def run(sandbox, portal, *, shared: bool, processes: int, calls: int) -> dict[st
     done = [out.get(timeout=120) for _ in workers]
     for w in workers:
         w.join(timeout=10)
-    assert sum(done) == processes * calls
-    return sandbox.counters()["answers"]["by_portal"][portal.member_id]
+    return sum(done), sandbox.counters()["answers"]["by_portal"][portal.member_id]
 
 
 @pytest.fixture
@@ -81,7 +88,8 @@ def test_processes_sharing_the_redis_bucket_are_never_refused(
     sandbox, sandbox_portal, fast_bucket, redis_client
 ):
     started = time.monotonic()
-    answers = run(sandbox, sandbox_portal, shared=True, processes=3, calls=30)
+    done, answers = run(sandbox, sandbox_portal, shared=True, processes=3, calls=30)
+    assert done == 3 * 30
     assert answers.get("QUERY_LIMIT_EXCEEDED", 0) == 0
     assert answers["OK"] >= 3 * 16  # 15 single calls + 1 batch per process, all answered
     assert time.monotonic() - started < 120
@@ -92,5 +100,5 @@ def test_without_the_shared_bucket_the_same_load_is_refused(
     sandbox, sandbox_portal, fast_bucket, redis_client
 ):
     # The control experiment: per-process buckets each believe they own the burst.
-    answers = run(sandbox, sandbox_portal, shared=False, processes=3, calls=30)
+    _done, answers = run(sandbox, sandbox_portal, shared=False, processes=3, calls=30)
     assert answers.get("QUERY_LIMIT_EXCEEDED", 0) > 0
