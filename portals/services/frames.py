@@ -27,7 +27,7 @@ from ..bitrix.exceptions import (
     UnknownPortal,
 )
 from ..models import Portal
-from .confirm import Identity, token_identify, tokens_equal
+from .confirm import Identity, tokens_equal
 from .install import InstallClaim, install_claim_from_frame, install_verify, portal_store_verified
 from .lifecycle import portal_payment_changed
 from .oauth import Clock
@@ -118,14 +118,7 @@ def portal_frame_authenticate(*, frame: Frame, clock: Clock | None = None) -> Fr
     if portal.application_token and not tokens_equal(portal.application_token, claim.application_token):
         raise InvalidApplicationToken("APPLICATION_TOKEN missing or not the portal's")
     try:
-        identity = token_identify(
-            access_token=claim.access_token,
-            member_id=portal.member_id,
-            domain=claim.domain,
-            client_endpoint=claim.client_endpoint,
-            server_endpoint=portal.server_endpoint,
-            clock=clock,
-        )
+        identity = claim.identify(server_endpoint=portal.server_endpoint, clock=clock)
     except InvalidInstallRequest as e:
         raise UnknownPortal(f"frame not confirmed: {e}") from e
     if identity.info.client_id and identity.info.client_id != portal.oauth_client_id:

@@ -49,14 +49,17 @@ class InstallClaim:
     refresh_token: str = field(repr=False)
     application_token: str = field(repr=False, default="")
 
-    def identify(self, *, clock: Clock | None = None) -> Identity:
-        """Whose access token this is, confirmed by the OAuth server (InvalidInstallRequest if not)."""
+    def identify(self, *, server_endpoint: str = "", clock: Clock | None = None) -> Identity:
+        """Whose access token this is, confirmed by the OAuth server (InvalidInstallRequest if not).
+
+        ``server_endpoint`` asks a known portal's stored server instead of the claimed one.
+        """
         return token_identify(
             access_token=self.access_token,
             member_id=self.member_id,
             domain=self.domain,
             client_endpoint=self.client_endpoint,
-            server_endpoint=self.server_endpoint,
+            server_endpoint=server_endpoint or self.server_endpoint,
             clock=clock,
         )
 

@@ -137,6 +137,13 @@ def _endpoint_follow(portal: Portal, client_endpoint: str) -> None:
     portal.domain, portal.client_endpoint = domain, endpoint
 
 
+def _app_info_apply(portal: Portal, *, app_status: str, license: str, plan: str) -> None:
+    if app_status in Portal.AppStatus.values:
+        portal.app_status = app_status
+    if license:
+        portal.license, portal.plan = license[:64], plan
+
+
 def portal_grant_record(portal: Portal, grant: TokenGrant, *, cause: Cause, now: datetime) -> None:
     """Store a grant of the OAuth server (refresh, code flow) on the locked ``portal``, and save it."""
     _grant_apply(portal, grant, now)
@@ -202,10 +209,7 @@ def portal_install_record(
     _grant_apply(portal, grant, now)
     if application_token:
         portal.application_token = application_token
-    if app_status in Portal.AppStatus.values:
-        portal.app_status = app_status
-    if license:
-        portal.license, portal.plan = license[:64], plan
+    _app_info_apply(portal, app_status=app_status, license=license, plan=plan)
     cause = Cause.INSTALLED_UNPAID if payment_expired else Cause.INSTALLED
     _transition(portal, cause, "app.info: payment expired" if payment_expired else "", now)
     if installing or portal.installed_at is None:
@@ -219,10 +223,7 @@ def portal_payment_record(
     portal: Portal, *, expired: bool, app_status: str, license: str, plan: str, now: datetime
 ) -> None:
     """What app.info said about payment, on the locked ``portal``; saved."""
-    if app_status in Portal.AppStatus.values:
-        portal.app_status = app_status
-    if license:
-        portal.license, portal.plan = license[:64], plan
+    _app_info_apply(portal, app_status=app_status, license=license, plan=plan)
     cause = Cause.PAYMENT_EXPIRED if expired else Cause.PAYMENT_RENEWED
     _transition(portal, cause, "app.info: payment expired" if expired else "", now)
     portal.save()
