@@ -203,9 +203,9 @@ def _insert_many(batch: list[EventRow]) -> list[int | None]:
     # A psycopg cursor with server-side binding and a prepared statement: Django's cursor binds
     # client-side, quoting every parameter in Python. No health check either (Django's cursor()
     # would send a SELECT 1 first: a second round trip on every batch, a large share of the
-    # request's wall time under load: docs/events.md). A connection that died since the last request fails this
-    # one INSERT instead: wrap_database_errors marks it, the end of the request closes it, and the
-    # next request reconnects (tested).
+    # request's wall time under load: docs/events.md). A connection that died since the last
+    # request fails this one INSERT instead: wrap_database_errors marks it, the end of the request
+    # closes it, and the next request reconnects (tested).
     connection.ensure_connection()
     document = json.dumps(batch, ensure_ascii=False, separators=(",", ":"), default=datetime.isoformat)
     with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
