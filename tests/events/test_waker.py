@@ -16,19 +16,22 @@ URL = "/bitrix/events/"
 
 
 def test_submit_returns_while_a_wake_up_is_stuck_and_later_shards_are_coalesced():
-    release = threading.Event()
+    release, stuck = threading.Event(), threading.Event()
     calls: list[set[int]] = []
     all_seen = threading.Event()
 
     def wake(shards: set[int]) -> None:
         calls.append(shards)
         if len(calls) == 1:
+            stuck.set()
             release.wait(10)  # the first wake-up hangs (a Redis that doesn't answer)
         if set().union(*calls) == {1, 2, 3, 4}:
             all_seen.set()
 
     waker = ShardWaker(wake)
     waker.submit({1})
+    # The thread has taken {1} and hangs in it (else the later shards would join that first call).
+    assert stuck.wait(5)
     submitted = threading.Thread(target=lambda: [waker.submit({shard}) for shard in (2, 3, 4)])
     submitted.start()
     submitted.join(timeout=5)
