@@ -42,6 +42,7 @@ def main() -> None:
         DJANGO_SETTINGS_MODULE="bitrix_app.settings",
         DJANGO_SECRET_KEY=secrets.token_urlsafe(32),
         DJANGO_ALLOWED_HOSTS="127.0.0.1",
+        DJANGO_SECURE_SSL_REDIRECT="0",  # plain http in process: no TLS proxy in front here
         LOG_LEVEL="ERROR",
         BITRIX24_TOKEN_KEYS=Fernet.generate_key().decode(),
         BITRIX24_EVENT_HANDLER_MODULES="bench.events_recorder",

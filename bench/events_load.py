@@ -48,6 +48,7 @@ def _env(args: argparse.Namespace) -> dict[str, str]:
     env.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(32))
     env.setdefault("BITRIX24_TOKEN_KEYS", Fernet.generate_key().decode())
     env["DJANGO_DEBUG"] = "0"
+    env["DJANGO_SECURE_SSL_REDIRECT"] = "0"  # plain http on loopback: no TLS proxy in front here
     env["DJANGO_SETTINGS_MODULE"] = "bitrix_app.settings"
     env["DJANGO_ALLOWED_HOSTS"] = "127.0.0.1"
     env["LOG_LEVEL"] = "WARNING"
