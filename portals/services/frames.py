@@ -11,6 +11,7 @@ tokens serve this request alone, and replace the stored pair solely through
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Mapping
@@ -74,9 +75,12 @@ class FrameSession:
     def user_id(self) -> int | None:
         return self.identity.user_id
 
-    @property
+    @functools.cached_property
     def is_admin(self) -> bool:
-        """Whether the acting user administers the portal (``user.admin``; False when unanswered)."""
+        """Whether the acting user administers the portal (``user.admin``; False when unanswered).
+
+        Asked once per frame: the page, its signed token and the restore all read it.
+        """
         try:
             return self.identity.is_admin()
         except InvalidInstallRequest:
