@@ -111,9 +111,10 @@ def simulate(args: argparse.Namespace, rng: random.Random, sandbox) -> int:  # n
 
     from bitrix_app.redis_client import redis_client
     from portals.bitrix.exceptions import Bitrix24Error, Bitrix24InvalidToken, Bitrix24TokenExpired
+    from portals.conf import app_settings
     from portals.models import Portal
-    from portals.services.client import client_for_credentials
     from portals.services.credentials import PortalCredentials
+    from portals.services.shared_client import client_for_credentials
     from portals.services.sweep import dormant_age, portals_sweep_plan, warm_window
     from portals.services.tokens import RefreshWhen, portal_tokens_refresh
 
@@ -287,7 +288,7 @@ def simulate(args: argparse.Namespace, rng: random.Random, sandbox) -> int:  # n
     reuse = counters.get("refresh_token_reuse", {}).get("total", 0)
     expired_answers = counters.get("answers", {}).get("by_code", {}).get("expired_token", 0)
     lost = Portal.objects.exclude(state=Portal.State.ACTIVE).count()
-    keepalives = math.ceil(args.days / settings.BITRIX24_DORMANT_REFRESH_DAYS) - 1 if args.days else 0
+    keepalives = math.ceil(args.days / app_settings.dormant_refresh_days) - 1 if args.days else 0
     keepalives = max(keepalives, 0)
 
     by_kind: dict[str, list[int]] = defaultdict(list)
@@ -304,7 +305,7 @@ def simulate(args: argparse.Namespace, rng: random.Random, sandbox) -> int:  # n
         over_policy += n > allowed
 
     print()
-    dormant_days = settings.BITRIX24_DORMANT_REFRESH_DAYS
+    dormant_days = app_settings.dormant_refresh_days
     lifetime_s = args.access_lifetime
     print(
         f"Token lifecycle: {len(kind)} portals, {args.days:g} simulated days, expires_in {lifetime_s:g}s, "

@@ -102,7 +102,8 @@ class SecretsReporterFilter(SafeExceptionReporterFilter):
 
     def cleanse_setting(self, key: Any, value: Any) -> Any:
         cleansed = super().cleanse_setting(key, value)
-        return redact(cleansed, ()) if isinstance(cleansed, str) else cleansed
+        # str(): a lazy string (django-axes' settings) passes isinstance(…, str) but isn't one.
+        return redact(str(cleansed), ()) if isinstance(cleansed, str) else cleansed
 
     def get_safe_request_meta(self, request: HttpRequest | None) -> dict[str, Any]:
         meta = super().get_safe_request_meta(request)

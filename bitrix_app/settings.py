@@ -9,6 +9,10 @@ from pathlib import Path
 
 import environ
 
+from bitrix_app.client_ip import parse_networks
+from bitrix_app.sentry import sentry_init
+from portals.conf import AppSettings
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -33,30 +37,59 @@ ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # Django's admin with the operator console's dashboard as its index (console/sites.py).
+    "console.apps.ConsoleAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "axes",
     "portals",
     "events",
+    "console",
+    "mirror",
+    "api",
+    # django-ninja's own static files (Swagger UI) for /api/docs, served from here, not a CDN.
+    "ninja",
 ]
 # The sandbox Bitrix24 (`manage.py sandbox`) is for development, the demo and the tests: never
 # installed in production unless asked for explicitly.
 if env.bool("BITRIX24_SANDBOX", default=DEBUG):
     INSTALLED_APPS.append("sandbox")
+# The deployment's own features, as Django apps: their event handlers register at start-up, and what
+# they handle is what the app binds on each portal (bin/demo adds the example, examples.deals).
+INSTALLED_APPS += env.list("DJANGO_EXTRA_APPS", default=[])
 
 MIDDLEWARE = [
+    # /healthz, /readyz and /metrics first: probes are refused by nothing below (bitrix_app/probes.py).
+    "bitrix_app.probes.ProbesMiddleware",
+    "bitrix_app.probes.RequestScopeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    # The console speaks the browser's language; the app page the portal's (portals/views/app.py).
+    "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into its lockout answer.
+    "axes.middleware.AxesMiddleware",
 ]
+AUTHENTICATION_BACKENDS = [
+    # First: it refuses a locked-out username and address before any password is checked.
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Console logins: 5 failures of one username from one address lock that pair out for 15 minutes.
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = env.float("AXES_COOLOFF_HOURS", default=0.25)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "bitrix_app.client_ip.client_ip"
+AXES_VERBOSE = False
 
 ROOT_URLCONF = "bitrix_app.urls"
 WSGI_APPLICATION = "bitrix_app.wsgi.application"
@@ -89,7 +122,9 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
 
-LANGUAGE_CODE = "en-us"
+LANGUAGE_CODE = "en"
+LANGUAGES = [("en", "English"), ("ru", "Русский")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
@@ -113,6 +148,17 @@ SECURE_REDIRECT_EXEMPT = env.list("DJANGO_SECURE_REDIRECT_EXEMPT", default=[])
 SECURE_HSTS_SECONDS = 0 if DEBUG else env.int("DJANGO_SECURE_HSTS_SECONDS", default=31_536_000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
 SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=False)
+# includeSubDomains and preload bind every subdomain of the app's domain (preload: in browsers' own
+# lists, for months), the domain owner's decision rather than this app's. Off unless set, they are
+# not reported by `check --deploy` (bitrix doctor counts its warnings as failures).
+SILENCED_SYSTEM_CHECKS = [
+    check
+    for check, on in (
+        ("security.W005", SECURE_HSTS_INCLUDE_SUBDOMAINS),
+        ("security.W021", SECURE_HSTS_PRELOAD),
+    )
+    if not on
+]
 SESSION_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 X_FRAME_OPTIONS = "DENY"
@@ -150,108 +196,28 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": REDIS_KEY_PREFIX} if REDIS_URL else {}
 CELERY_BEAT_SCHEDULE: dict = {}
+# CELERY_QUEUES_BY_KIND=1: event work and token refreshes get queues of their own (<queue>.events,
+# <queue>.refresh; everything else stays on <queue>), so a flood of one kind never delays the other
+# and each gets its own workers (deploy/worker.sh: CELERY_WORKER_QUEUES; docs/deploy.md).
+if env.bool("CELERY_QUEUES_BY_KIND", default=False):
+    CELERY_TASK_ROUTES = {
+        "events.tasks.*": {"queue": f"{CELERY_TASK_DEFAULT_QUEUE}.events"},
+        "portals.tasks.portal_tokens_refresh_task": {"queue": f"{CELERY_TASK_DEFAULT_QUEUE}.refresh"},
+    }
 
 # --- Bitrix24 --------------------------------------------------------------------------------------
-# The marketplace app's registration; local apps keep their own credentials on the Portal.
-BITRIX24_CLIENT_ID = env.str("BITRIX24_CLIENT_ID", default="")
-BITRIX24_CLIENT_SECRET = env.str("BITRIX24_CLIENT_SECRET", default="")
-# The public base URL Bitrix24 calls (handlers, redirect URI), e.g. https://app.example.com
-BITRIX24_APP_URL = env.str("BITRIX24_APP_URL", default="http://127.0.0.1:8000")
-# OAuth servers the app will ever send client_secret or a refresh token to.
-BITRIX24_OAUTH_SERVERS = env.list(
-    "BITRIX24_OAUTH_SERVERS", default=["https://oauth.bitrix.info/", "https://oauth.bitrix24.tech/"]
-)
-# Fernet keys for tokens at rest, newest first (rotate: prepend a key, run `manage.py rotate_token_keys`).
-BITRIX24_TOKEN_KEYS = env.list("BITRIX24_TOKEN_KEYS", default=[])
-# Extra CA bundle to trust (the sandbox portal's generated CA in development and tests).
-BITRIX24_CA_BUNDLE = env.str("BITRIX24_CA_BUNDLE", default="")
-# Development only: accept http:// endpoints.
-BITRIX24_ALLOW_HTTP = env.bool("BITRIX24_ALLOW_HTTP", default=False)
-# Inbound webhook for single-portal use (keeps the secret out of shell history).
-BITRIX24_WEBHOOK_URL = env.str("BITRIX24_WEBHOOK_URL", default="")
-# Events the app binds at install; ONAPPUNINSTALL is always added.
-# ONAPPPAYMENT carries no token: it makes the app re-check app.info, so a renewed payment
-# restores a portal without an operator.
-BITRIX24_EVENTS = env.list(
-    "BITRIX24_EVENTS", default=["ONAPPUPDATE", "ONAPPPAYMENT", "ONCRMDEALADD", "ONCRMDEALUPDATE"]
-)
-# Request timeouts (seconds): connect, read. Bitrix24 cuts requests off at 60 s.
-BITRIX24_CONNECT_TIMEOUT = env.float("BITRIX24_CONNECT_TIMEOUT", default=5.0)
-BITRIX24_READ_TIMEOUT = env.float("BITRIX24_READ_TIMEOUT", default=65.0)
+# Every BITRIX24_* setting is declared, typed and documented once, in portals/conf.py (the table is
+# docs/configuration.md); here they are read from the environment into Django's settings.
+_bitrix24 = AppSettings.from_env(env)
+globals().update(_bitrix24.as_django_settings())
 
-# --- Sandbox portal (settings of the emulator's consumers: demo, tests, benchmarks) ----------------
-
-# --- Client: rate limits, retries ------------------------------------------------------------------
-# Plan for webhooks and portals whose plan is unknown: "standard" (2/s + 50) or "enterprise" (5/s + 250).
-BITRIX24_DEFAULT_PLAN = env.str("BITRIX24_DEFAULT_PLAN", default="standard")
-# Slots of the portal's burst we never use, to absorb clock and network jitter.
-BITRIX24_LIMITER_HEADROOM = env.float("BITRIX24_LIMITER_HEADROOM", default=2.0)
-# Operating-time limit per method per 10 minutes (seconds), and the margin at which pacing starts.
-BITRIX24_OPERATING_LIMIT = env.float("BITRIX24_OPERATING_LIMIT", default=480.0)
-BITRIX24_OPERATING_HEADROOM = env.float("BITRIX24_OPERATING_HEADROOM", default=30.0)
-# Requests one client keeps in flight to one portal (batch chunks, list parts, imports).
-BITRIX24_CLIENT_CONCURRENCY = env.int("BITRIX24_CLIENT_CONCURRENCY", default=4)
-# Bounded retries: rate-limit refusals and transient failures (network, 5xx) per call.
-BITRIX24_RETRY_RATE_LIMIT_ATTEMPTS = env.int("BITRIX24_RETRY_RATE_LIMIT_ATTEMPTS", default=8)
-BITRIX24_RETRY_TRANSIENT_ATTEMPTS = env.int("BITRIX24_RETRY_TRANSIENT_ATTEMPTS", default=5)
-
-# --- Portals: token lifecycle ----------------------------------------------------------------------
-# Refresh ahead of a call when the access token expires within this many seconds.
-BITRIX24_TOKEN_REFRESH_MARGIN = env.int("BITRIX24_TOKEN_REFRESH_MARGIN", default=60)
-# Single-flight refresh: how long one refresh may hold the per-portal Redis lock, and how long
-# other callers wait for it (seconds).
-BITRIX24_REFRESH_LOCK_TIMEOUT = env.float("BITRIX24_REFRESH_LOCK_TIMEOUT", default=60.0)
-BITRIX24_REFRESH_LOCK_WAIT = env.float("BITRIX24_REFRESH_LOCK_WAIT", default=75.0)
-# Attempts when the OAuth server could not even be reached (connection refused): backoff between.
-BITRIX24_REFRESH_CONNECT_ATTEMPTS = env.int("BITRIX24_REFRESH_CONNECT_ATTEMPTS", default=4)
-# Keep-alive for dormant portals: refresh a refresh token untouched for this many days.
-BITRIX24_DORMANT_REFRESH_DAYS = env.float("BITRIX24_DORMANT_REFRESH_DAYS", default=20.0)
-# Keep tokens warm only for portals with background work due within this many minutes.
-BITRIX24_WARM_WORK_MINUTES = env.float("BITRIX24_WARM_WORK_MINUTES", default=10.0)
-# The sweep: how often it runs, the jitter spreading the refreshes it queues, and its batch size.
-BITRIX24_TOKEN_SWEEP_SECONDS = env.float("BITRIX24_TOKEN_SWEEP_SECONDS", default=300.0)
-BITRIX24_TOKEN_SWEEP_JITTER = env.float("BITRIX24_TOKEN_SWEEP_JITTER", default=240.0)
-BITRIX24_TOKEN_SWEEP_BATCH = env.int("BITRIX24_TOKEN_SWEEP_BATCH", default=2000)
-# The BX24 JavaScript library the installer and app pages load (the sandbox serves its own).
-BITRIX24_JS_SDK_URL = env.str("BITRIX24_JS_SDK_URL", default="https://api.bitrix24.com/api/v1/")
+# Exactly one beat sends: a second one stands by until the first one's lease runs out (bitrix_app/beat.py).
+CELERY_BEAT_SCHEDULER = env.str("CELERY_BEAT_SCHEDULER", default="bitrix_app.beat:SingletonScheduler")
 CELERY_BEAT_SCHEDULE["portals-token-sweep"] = {
     "task": "portals.tasks.portals_tokens_sweep",
-    "schedule": BITRIX24_TOKEN_SWEEP_SECONDS,
+    "schedule": _bitrix24.token_sweep_seconds,
 }
-# A confirmed uninstall with "delete app data" deletes the portal's data only after this many hours,
-# so a reinstall (or an operator, after an uninstall that should not have happened) keeps it.
-BITRIX24_UNINSTALL_CLEAN_GRACE_HOURS = env.float("BITRIX24_UNINSTALL_CLEAN_GRACE_HOURS", default=72.0)
 CELERY_BEAT_SCHEDULE["portals-data-purge"] = {"task": "portals.tasks.portals_data_purge", "schedule": 3600.0}
-
-# --- Events ----------------------------------------------------------------------------------------
-# Bodies larger than this are refused (413) from Content-Length, before they are read.
-BITRIX24_EVENT_MAX_BYTES = env.int("BITRIX24_EVENT_MAX_BYTES", default=65_536)
-# Online events whose ts is further than this from now are refused as replays (offline ones never).
-BITRIX24_EVENT_MAX_SKEW_SECONDS = env.int("BITRIX24_EVENT_MAX_SKEW_SECONDS", default=3600)
-# Per-process cache of member_id → (portal, token digest); a mismatch re-reads the database at most
-# once per BITRIX24_EVENT_TOKEN_RECHECK_SECONDS, so forged floods never turn into database load.
-BITRIX24_EVENT_TOKEN_CACHE_SECONDS = env.float("BITRIX24_EVENT_TOKEN_CACHE_SECONDS", default=30.0)
-BITRIX24_EVENT_TOKEN_RECHECK_SECONDS = env.float("BITRIX24_EVENT_TOKEN_RECHECK_SECONDS", default=1.0)
-# Outbox shards: each is drained by one worker at a time, in (ts, id) order per object.
-BITRIX24_EVENT_SHARDS = env.int("BITRIX24_EVENT_SHARDS", default=8)
-BITRIX24_EVENT_BATCH_SIZE = env.int("BITRIX24_EVENT_BATCH_SIZE", default=200)
-# Group commit: a web process's concurrent receiver requests share one INSERT and one commit.
-BITRIX24_EVENT_GROUP_COMMIT = env.bool("BITRIX24_EVENT_GROUP_COMMIT", default=True)
-# ... and a batch's leader waits up to this long for more rows (less when none can come): fewer
-# commits for a few ms of latency (docs/events.md, Benchmark). 0: write at once.
-BITRIX24_EVENT_GROUP_COMMIT_LINGER_MS = env.float("BITRIX24_EVENT_GROUP_COMMIT_LINGER_MS", default=2.0)
-# Bounded retries with exponential backoff (base * 2**(attempt-1), capped, jittered).
-BITRIX24_EVENT_MAX_ATTEMPTS = env.int("BITRIX24_EVENT_MAX_ATTEMPTS", default=6)
-BITRIX24_EVENT_RETRY_BASE_SECONDS = env.float("BITRIX24_EVENT_RETRY_BASE_SECONDS", default=10.0)
-BITRIX24_EVENT_RETRY_MAX_SECONDS = env.float("BITRIX24_EVENT_RETRY_MAX_SECONDS", default=900.0)
-# Finished events are kept this long (dedupe and audit), then pruned; keep it above the skew window.
-BITRIX24_EVENT_RETENTION_DAYS = env.int("BITRIX24_EVENT_RETENTION_DAYS", default=14)
-# Offline events: bound (event_type=offline) on portals that allow them, drained losslessly.
-BITRIX24_OFFLINE_EVENTS = env.list("BITRIX24_OFFLINE_EVENTS", default=[])
-# Offline events: records fetched per event.offline.get call.
-BITRIX24_EVENT_OFFLINE_BATCH = env.int("BITRIX24_EVENT_OFFLINE_BATCH", default=50)
-# Extra modules defining @on_event handlers, imported at start-up (besides apps' event_handlers).
-BITRIX24_EVENT_HANDLER_MODULES = env.list("BITRIX24_EVENT_HANDLER_MODULES", default=[])
 CELERY_BEAT_SCHEDULE["events-sweep"] = {"task": "events.tasks.events_sweep", "schedule": 15.0}
 CELERY_BEAT_SCHEDULE["events-offline-sweep"] = {
     "task": "events.tasks.events_offline_sweep",
@@ -262,10 +228,20 @@ CELERY_BEAT_SCHEDULE["events-bindings-reconcile"] = {
     "schedule": 3600.0,
 }
 CELERY_BEAT_SCHEDULE["events-prune"] = {"task": "events.tasks.events_prune", "schedule": 86400.0}
+CELERY_BEAT_SCHEDULE["mirror-sweep"] = {
+    "task": "mirror.tasks.mirror_sweep",
+    "schedule": _bitrix24.mirror_sweep_seconds,
+}
+CELERY_BEAT_SCHEDULE["console-rollups-prune"] = {
+    "task": "console.tasks.console_rollups_prune",
+    "schedule": 3600.0,
+}
 
 # Plain lines with every extra= field as key=value (never a secret's value); static-file requests
 # and the periodic tasks' bookkeeping at DEBUG (bitrix_app/logs.py). Celery keeps these handlers.
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+# "plain" (key=value lines) or "json" (one JSON object per line, for a log shipper).
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
 _ROUTINE = {
     "()": "bitrix_app.logs.RoutineAtDebug",
     "level": LOG_LEVEL,
@@ -277,8 +253,9 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {
         "plain": {
-            "class": "bitrix_app.logs.KeyValueFormatter",
-            "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "()": "bitrix_app.logs.KeyValueFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "mode": LOG_FORMAT,
         },
         "access": {"format": "%(message)s"},
     },
@@ -300,3 +277,23 @@ LOGGING = {
     },
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+# --- Observability (bitrix_app/probes.py, bitrix_app/client_ip.py, bitrix_app/sentry.py) -----------
+# Proxies (CIDRs) whose X-Forwarded-For is believed: nginx's address as the app sees it (loopback
+# when nginx runs on the same machine; the compose network's range in deploy/compose.yaml). Match
+# nginx's own set_real_ip_from (deploy/nginx/real-ip.conf) with the hops in front of nginx.
+TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=["127.0.0.0/8", "::1/128"])
+# Clients /metrics answers (CIDRs): the Prometheus scraper's address.
+METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=["127.0.0.0/8", "::1/128"])
+for _name, _cidrs in (("TRUSTED_PROXIES", TRUSTED_PROXIES), ("METRICS_ALLOWED_IPS", METRICS_ALLOWED_IPS)):
+    try:
+        parse_networks(_cidrs)
+    except ValueError as _e:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(f"{_name}: {_e}") from None
+# Errors and their context to Sentry when a DSN is set (secrets removed before sending).
+SENTRY_DSN = env.str("SENTRY_DSN", default="")
+SENTRY_ENVIRONMENT = env.str("SENTRY_ENVIRONMENT", default="production")
+SENTRY_TRACES_SAMPLE_RATE = env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0)
+sentry_init(dsn=SENTRY_DSN, environment=SENTRY_ENVIRONMENT, traces_sample_rate=SENTRY_TRACES_SAMPLE_RATE)

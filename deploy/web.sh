@@ -13,6 +13,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-.venv/bin/python}"
+# prometheus-client writes each process's counters into this directory (docs/deploy.md, Metrics).
+if [ -n "${PROMETHEUS_MULTIPROC_DIR:-}" ]; then mkdir -p "$PROMETHEUS_MULTIPROC_DIR"; fi
 BIND="${WEB_BIND:-127.0.0.1:8000}"
 if [ -n "${REDIS_URL:-}" ]; then WORKERS="${WEB_CONCURRENCY:-2}"; else WORKERS="${WEB_CONCURRENCY:-1}"; fi
 # events.wsgi serves the whole site; only the Bitrix24 event receiver gets a leaner middleware lane.

@@ -12,3 +12,12 @@ class EventsConfig(AppConfig):
         from events import registry, signals  # noqa: F401
 
         registry.autodiscover()
+        # The outbox's depth, read from the database when Prometheus scrapes /metrics.
+        from events.models import Event
+        from portals.bitrix.metrics import register_gauge
+
+        register_gauge(
+            "bitrix24_events_outbox_depth",
+            "Events accepted and not yet dispatched (pending, retries included).",
+            lambda: Event.objects.pending().count(),
+        )

@@ -1,4 +1,4 @@
-"""Built-in handlers: the app's lifecycle, offline notifications, and example CRM handlers.
+"""Built-in handlers: the app's lifecycle and offline notifications.
 
 Lifecycle events are applied in the order they happened: an event older than the portal's current
 installation (``ts < installed_at``) belongs to an earlier installation and changes nothing.
@@ -12,9 +12,11 @@ from datetime import datetime, timedelta
 
 from events.models import Event
 from events.registry import on_event
+from events.services.binding import app_events_bind
+from events.tasks import events_offline_drain
 from portals.bitrix.events import EventPayload
-from portals.bitrix.exceptions import Bitrix24NotFound
 from portals.models import Portal
+from portals.services.lifecycle import portal_payment_changed, portal_uninstall
 
 logger = logging.getLogger("events")
 
@@ -35,7 +37,6 @@ def _from_earlier_installation(portal: Portal, payload: EventPayload) -> bool:
 
 @on_event("ONAPPUNINSTALL", atomic=False)
 def app_uninstalled(*, portal: Portal, payload: EventPayload) -> None:
-    from portals.services.lifecycle import portal_uninstall
 
     clean = str(payload.data.get("CLEAN", "0")) in ("1", "Y", "true")
     # portal_uninstall ignores an event older than the current installation (a late uninstall),
@@ -62,7 +63,6 @@ def app_updated(*, portal: Portal, payload: EventPayload) -> None:
     The new application_token was stored by the receiver before it answered (see
     events.services.intake), so a late ONAPPUPDATE can never bring back an older token.
     """
-    from events.services.binding import app_events_bind
 
     if _from_earlier_installation(portal, payload):
         logger.info("events.app_update.stale", extra={"member_id": portal.member_id})
@@ -72,7 +72,6 @@ def app_updated(*, portal: Portal, payload: EventPayload) -> None:
 
 @on_event("ONAPPPAYMENT", atomic=False)
 def app_payment(*, portal: Portal, payload: EventPayload) -> None:
-    from portals.services.lifecycle import portal_payment_changed
 
     if _from_earlier_installation(portal, payload):
         return
@@ -81,36 +80,5 @@ def app_payment(*, portal: Portal, payload: EventPayload) -> None:
 
 @on_event("ONOFFLINEEVENT", atomic=False)
 def offline_queue_has_records(*, portal: Portal, payload: EventPayload) -> None:
-    from events.tasks import events_offline_drain
 
     events_offline_drain.delay(portal.pk)
-
-
-@on_event("ONCRMDEALADD", "ONCRMDEALUPDATE")
-def deal_changed(*, portal: Portal, payload: EventPayload) -> None:
-    """Example: events carry only the deal's id, so fetch the deal itself (its current state)."""
-    from portals.services.client import client_for_portal
-
-    deal_id = payload.object_id
-    if not deal_id:
-        return
-    try:
-        deal = client_for_portal(member_id=portal.member_id).call("crm.deal.get", {"id": deal_id})
-    except Bitrix24NotFound:
-        # Deleted since: the ONCRMDEALDELETE that follows says so.
-        logger.info("events.deal.gone", extra={"member_id": portal.member_id, "deal_id": deal_id})
-        return
-    logger.info(
-        "events.deal.changed",
-        extra={
-            "member_id": portal.member_id,
-            "event": payload.event,
-            "deal_id": deal_id,
-            "stage": (deal or {}).get("STAGE_ID"),
-        },
-    )
-
-
-@on_event("ONCRMDEALDELETE")
-def deal_deleted(*, portal: Portal, payload: EventPayload) -> None:
-    logger.info("events.deal.deleted", extra={"member_id": portal.member_id, "deal_id": payload.object_id})

@@ -76,6 +76,9 @@ class Event(models.Model):
                 condition=models.Q(status="pending", attempts__gt=0),
             ),
             models.Index(fields=["status", "processed_at"], name="event_status_idx"),
+            # A portal's latest events, of any status or one (the console's portal page and list, the
+            # events list by portal): status included, so they are found in the index alone.
+            models.Index(fields=["portal", "-id"], include=["status"], name="event_portal_recent_idx"),
         ]
 
     def __str__(self) -> str:
@@ -86,3 +89,16 @@ class Event(models.Model):
 
     def as_payload(self) -> EventPayload:
         return payload_from_json(self.payload)
+
+
+class OfflineReservation(models.Model):
+    """A ``process_id`` the offline drain chose, committed before ``event.offline.get`` reserves a
+    batch under it and deleted once that batch is confirmed: a row left behind names a batch that a
+    drain which died may have reserved (events.services.offline)."""
+
+    portal = models.ForeignKey("portals.Portal", on_delete=models.CASCADE, related_name="+")
+    process_id = models.CharField(max_length=32, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"offline reservation {self.process_id}"

@@ -29,8 +29,9 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-from django.conf import settings
 from django.utils.module_loading import autodiscover_modules
+
+from portals.conf import app_settings
 
 Handler = Callable[..., Any]
 
@@ -99,8 +100,13 @@ def handles(name: str) -> bool:
     return bool(_handlers.get(name.upper()))
 
 
+def handled_events() -> frozenset[str]:
+    """Every event name some handler is registered for: what the app binds on each portal."""
+    return frozenset(_handlers)
+
+
 def autodiscover() -> None:
     """Import every app's ``event_handlers`` module and the configured extra modules."""
     autodiscover_modules("event_handlers")
-    for module in settings.BITRIX24_EVENT_HANDLER_MODULES:
+    for module in app_settings.event_handler_modules:
         importlib.import_module(module)

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import logging
 
-from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from bitrix_app.client_ip import client_ip
 from events.services.intake import event_receive
+from portals.bitrix import metrics
 from portals.bitrix.events import EventTooLarge
 from portals.bitrix.exceptions import Bitrix24InboundError, InvalidEventPayload
+from portals.conf import app_settings
 from portals.refusals import RefusalLog
 
 logger = logging.getLogger("events")
@@ -35,10 +37,12 @@ def receive(request: HttpRequest) -> HttpResponse:
     except Bitrix24InboundError as e:
         response = JsonResponse({"error": type(e).__name__, "detail": str(e)}, status=e.http_status)
         if e.http_status >= 400:
-            _log_refusal(type(e).__name__, e.http_status, request.META.get("REMOTE_ADDR", ""))
+            metrics.event_refused(type(e).__name__)
+            _log_refusal(type(e).__name__, e.http_status, client_ip(request))
             # Logged once above (and rate-limited); spare django.request its second line per refusal.
             response._has_been_logged = True  # type: ignore[attr-defined]
         return response
+    metrics.event_received(received.outcome.value, portal=received.member_id)
     return JsonResponse({"result": received.outcome.value, "id": received.event_id})
 
 
@@ -54,7 +58,7 @@ def _read_body(request: HttpRequest) -> bytes:
     from the input stream directly, at most one byte past the limit: never refused for the missing
     header alone.
     """
-    limit = settings.BITRIX24_EVENT_MAX_BYTES
+    limit = app_settings.event_max_bytes
     declared = request.META.get("CONTENT_LENGTH") or ""
     try:
         length: int | None = int(declared)

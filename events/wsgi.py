@@ -38,6 +38,8 @@ RECEIVER_SKIPS = frozenset(
         "django.contrib.auth.middleware.AuthenticationMiddleware",
         "django.contrib.messages.middleware.MessageMiddleware",
         "django.middleware.clickjacking.XFrameOptionsMiddleware",
+        "django.middleware.locale.LocaleMiddleware",
+        "axes.middleware.AxesMiddleware",
     }
 )
 

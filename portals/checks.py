@@ -1,11 +1,12 @@
-from django.conf import settings
 from django.core import checks
+
+from portals.conf import app_settings
 
 
 @checks.register(checks.Tags.security, deploy=True)
 def token_keys_configured(app_configs, **kwargs):
     """Production must encrypt tokens with real keys, not ones derived from SECRET_KEY."""
-    if settings.BITRIX24_TOKEN_KEYS:
+    if app_settings.token_keys:
         return []
     return [
         checks.Error(
@@ -21,7 +22,7 @@ def token_keys_valid(app_configs, **kwargs):
     from cryptography.fernet import Fernet
 
     errors = []
-    for index, key in enumerate(settings.BITRIX24_TOKEN_KEYS):
+    for index, key in enumerate(app_settings.token_keys):
         try:
             Fernet(key.encode())
         except ValueError:
@@ -36,7 +37,7 @@ def oauth_servers_valid(app_configs, **kwargs):
     """The allow-list decides where client_secret and refresh tokens may go: it must be sound."""
     from urllib.parse import urlsplit
 
-    servers = settings.BITRIX24_OAUTH_SERVERS
+    servers = app_settings.oauth_servers
     if not servers:
         return [
             checks.Error(
@@ -48,7 +49,7 @@ def oauth_servers_valid(app_configs, **kwargs):
     errors = []
     for server in servers:
         parts = urlsplit(server)
-        if parts.scheme != "https" and not (parts.scheme == "http" and settings.BITRIX24_ALLOW_HTTP):
+        if parts.scheme != "https" and not (parts.scheme == "http" and app_settings.allow_http):
             errors.append(checks.Error(f"OAuth server {server!r} must use https.", id="portals.E004"))
         elif not parts.netloc or parts.path not in ("", "/") or parts.query:
             errors.append(
@@ -60,14 +61,14 @@ def oauth_servers_valid(app_configs, **kwargs):
 @checks.register(checks.Tags.security, deploy=True)
 def production_registration(app_configs, **kwargs):
     problems = []
-    if not settings.BITRIX24_CLIENT_ID or not settings.BITRIX24_CLIENT_SECRET:
+    if not app_settings.client_id or not app_settings.client_secret:
         problems.append(
             checks.Error(
                 "BITRIX24_CLIENT_ID / BITRIX24_CLIENT_SECRET not set: marketplace portals cannot refresh.",
                 id="portals.E006",
             )
         )
-    if settings.BITRIX24_ALLOW_HTTP:
+    if app_settings.allow_http:
         problems.append(
             checks.Warning("BITRIX24_ALLOW_HTTP is on: plain-http endpoints are accepted.", id="portals.W001")
         )

@@ -16,6 +16,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
 
+from portals.conf import app_settings
+
 
 class TokenKeyError(Exception):
     """A stored secret cannot be decrypted with any configured key."""
@@ -34,7 +36,7 @@ def _fernet_for(keys: tuple[str, ...]) -> MultiFernet:
 
 
 def fernet() -> MultiFernet:
-    return _fernet_for(tuple(settings.BITRIX24_TOKEN_KEYS))
+    return _fernet_for(tuple(app_settings.token_keys))
 
 
 def encrypt(value: str) -> str:

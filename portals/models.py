@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from django.conf import settings
 from django.db import models
 from django.utils import timezone
+
+from portals.conf import app_settings
 
 from .fields import EncryptedTextField
 
@@ -77,6 +78,12 @@ class Portal(models.Model):
 
     installed_at = models.DateTimeField(null=True, blank=True)
     uninstalled_at = models.DateTimeField(null=True, blank=True)
+    disabled_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Set by an operator (the console): no calls are made for the portal and its events "
+        "are acknowledged and dropped, lifecycle events excepted; its refresh token is still kept alive.",
+    )
     data_delete_after = models.DateTimeField(
         null=True,
         blank=True,
@@ -111,7 +118,7 @@ class Portal(models.Model):
 
     @property
     def oauth_client_id(self) -> str:
-        return self.client_id or settings.BITRIX24_CLIENT_ID
+        return self.client_id or app_settings.client_id
 
     @property
     def is_usable(self) -> bool:

@@ -6,8 +6,9 @@ import logging
 import random
 
 from celery import shared_task
-from django.conf import settings
 from django.utils import timezone
+
+from portals.conf import app_settings
 
 from .bitrix.exceptions import Bitrix24AuthError, Bitrix24ServerError, Bitrix24TransportError
 from .bitrix.retry import Backoff
@@ -44,7 +45,7 @@ def portal_tokens_refresh_task(self, portal_id: int, reason: str) -> None:
 def portals_tokens_sweep() -> dict[str, int]:
     """The periodic sweep: queue warm-ups and keep-alives, spread over the jitter window."""
     plan = portals_sweep_plan(now=timezone.now())
-    jitter = settings.BITRIX24_TOKEN_SWEEP_JITTER
+    jitter = app_settings.token_sweep_jitter
     for reason, ids in ((WARM, plan.warm), (KEEPALIVE, plan.keepalive)):
         for portal_id in ids:
             countdown = random.uniform(0, jitter)

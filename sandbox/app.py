@@ -22,6 +22,7 @@ from starlette.types import Receive, Scope, Send
 
 from sandbox import control, extensions, oauth
 from sandbox.rest import rest_endpoint
+from sandbox.rest_v3.endpoint import rest_v3_endpoint
 from sandbox.state import Sandbox
 from sandbox.wire import DropConnection
 
@@ -38,6 +39,8 @@ class SandboxApp:
         self.portal_app = _starlette(
             sandbox,
             [
+                # REST 3.0 first: "/rest/{path}" would take "/rest/api/..." as a webhook path.
+                Route("/rest/api/{path:path}", rest_v3_endpoint, methods=["GET", "POST"]),
                 Route("/rest/{path:path}", rest_endpoint, methods=["GET", "POST"]),
                 Route("/oauth/authorize/", oauth.authorize, methods=["GET", "POST"]),
                 *extensions.portal_routes,

@@ -58,6 +58,9 @@ class Config:
     # OAuth lifetimes (seconds). Refresh: current docs say 180 days, real tokens decode to 30.
     access_lifetime: float = 3600.0
     refresh_lifetime: float = 30 * DAY
+    # Whether a refresh kills the previous access token at once (the old docs' rule) or leaves it
+    # valid until its own expiry (what the official SDKs' OAuth tests need; docs/sandbox.md).
+    refresh_revokes_access: bool = False
     code_lifetime: float = 30.0
     # Leaky bucket; None takes the plan's documented values (2/50 standard, 5/250 enterprise).
     drain: float | None = None
@@ -84,6 +87,9 @@ class Config:
                     setattr(self.cost, cost_key, float(cost_value))
             elif key in _RUNTIME_KEYS:
                 current = getattr(self, key)
+                if isinstance(current, bool) and not isinstance(value, bool):
+                    # bool("false") is True: a switch takes JSON true/false only.
+                    raise ValueError(f"{key} must be true or false")
                 setattr(
                     self, key, type(current)(value) if current is not None and value is not None else value
                 )
@@ -94,6 +100,7 @@ class Config:
 _RUNTIME_KEYS = {
     "access_lifetime",
     "refresh_lifetime",
+    "refresh_revokes_access",
     "code_lifetime",
     "drain",
     "burst",

@@ -3,7 +3,6 @@ drive the world through it. Every endpoint takes and returns JSON; shapes are in
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
 from starlette.requests import Request
@@ -13,8 +12,9 @@ from starlette.routing import Route
 from sandbox import extensions
 from sandbox.extensions import sandbox_of
 from sandbox.faults import Fault
+from sandbox.methods.im import notifications_of
 from sandbox.seed import company_generator, contact_generator, deal_generator, lead_generator
-from sandbox.state import ALL_SCOPES, Sandbox, new_client_id
+from sandbox.state import ALL_SCOPES, Sandbox, new_client_id, new_client_secret, new_webhook_secret
 from sandbox.store import PLANS, EntityTable, Portal, Webhook
 
 
@@ -236,7 +236,7 @@ def local_app(sandbox: Sandbox, data: dict[str, Any]) -> dict[str, Any]:
     """Register and install a local app (status L) on one portal; returns its credentials."""
     portal = _portal(sandbox, data)
     client_id = new_client_id("local")
-    secret = secrets.token_urlsafe(36)[:48]
+    secret = new_client_secret()
     app = sandbox.app_install(
         portal, client_id=client_id, client_secret=secret, status="L", scope=data.get("scope")
     )
@@ -248,7 +248,7 @@ def webhook(sandbox: Sandbox, data: dict[str, Any]) -> dict[str, Any]:
     user_id = int(data.get("user_id") or portal.admin_user_id)
     if user_id not in portal.users:
         raise ControlError("unknown user_id", 404)
-    secret = secrets.token_hex(8)
+    secret = new_webhook_secret()
     scope = list(data.get("scope") or ALL_SCOPES)
     portal.webhooks[(user_id, secret)] = Webhook(user_id=user_id, secret=secret, scope=scope)
     return {"url": f"https://{portal.domain}/rest/{user_id}/{secret}/", "scope": scope}
@@ -293,6 +293,14 @@ def tokens_revoke(sandbox: Sandbox, data: dict[str, Any]) -> dict[str, Any]:
     return {"revoked": revoked}
 
 
+def notifications(sandbox: Sandbox, data: dict[str, Any]) -> dict[str, Any]:
+    """``{member_id | portal, user_id?}`` → the notifications apps sent (im.notify.system.add)."""
+    notes = notifications_of(_portal(sandbox, data))
+    if data.get("user_id"):
+        notes = [n for n in notes if n["USER_ID"] == int(data["user_id"])]
+    return {"notifications": notes}
+
+
 routes = [
     Route("/", endpoint(info), methods=["GET"]),
     Route("/state", endpoint(state), methods=["GET"]),
@@ -314,4 +322,5 @@ routes = [
     Route("/portal/plan", endpoint(portal_plan), methods=["POST"]),
     Route("/portal/rename", endpoint(portal_rename), methods=["POST"]),
     Route("/tokens/revoke", endpoint(tokens_revoke), methods=["POST"]),
+    Route("/notifications", endpoint(notifications), methods=["GET"]),
 ]

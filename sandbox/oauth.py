@@ -1,8 +1,12 @@
 """The OAuth server (authorization code, refresh grant, app.info) and the portal's consent page.
 
-Tokens rotate on every refresh: the used refresh token and the access token issued with it die
-(protocol §2.6); a reused refresh token gets ``invalid_grant`` and is counted. Errors use the
-OAuth body ``{"error", "error_description"}`` with the statuses the SDKs expect (protocol §2.8).
+Tokens rotate on every refresh: the used refresh token dies, and a reused one gets
+``invalid_grant`` and is counted. The access token issued with it lives on until its own expiry,
+unless ``config.refresh_revokes_access`` asks for the old docs' rule (it dies at once; protocol
+§2.6, §10.15; docs/sandbox.md says why the default is what it is). Errors use the OAuth body
+``{"error", "error_description"}`` with the statuses the SDKs expect (protocol §2.8): an unknown
+``client_id`` is ``wrong_client`` (HTTP 200), a known one with a wrong secret ``invalid_client``
+(400), as the official Python SDK's integration tests observe on a real OAuth server.
 """
 
 from __future__ import annotations
@@ -31,11 +35,12 @@ def _oauth_error(code: str, description: str, status: int = 400) -> RestError:
 def find_app(sandbox: Sandbox, client_id: str, client_secret: str | None) -> list[tuple[Portal, AppInstall]]:
     """Installations of ``client_id`` (with a matching secret when one is given).
 
-    Raises invalid_client for an unknown client or a wrong secret (compared in constant time).
+    Raises wrong_client (HTTP 200) for a client_id the server doesn't know and invalid_client
+    (400) for a wrong secret (compared in constant time).
     """
     found = [(p, p.apps[client_id]) for p in sandbox.portals if client_id in p.apps]
     if not found and client_id != sandbox.config.client_id:
-        raise _oauth_error("invalid_client", "Invalid client")
+        raise _oauth_error("wrong_client", "Wrong client", 200)
     secret = found[0][1].client_secret if found else sandbox.config.client_secret
     if client_secret is not None and not hmac.compare_digest(secret.encode(), client_secret.encode()):
         raise _oauth_error("invalid_client", "Invalid client")
@@ -105,7 +110,8 @@ async def _grant(request: Request, sandbox: Sandbox, params: dict[str, Any]) -> 
         if now >= old.refresh_expires:
             raise _oauth_error("invalid_grant", "Refresh token has expired")
         old.refresh_used = True
-        old.access_valid = False
+        if sandbox.config.refresh_revokes_access:
+            old.access_valid = False
         issued = sandbox.token_issue(portal, app, old.user_id, grant="refresh_token")
         if sandbox.faults.take(portal.member_id, frozenset({"oauth_lost"}), now):
             # The pair was rotated server-side; the client never hears about the new one.

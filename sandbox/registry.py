@@ -116,18 +116,30 @@ Handler = Callable[[Call], Any | Awaitable[Any]]
 class MethodSpec:
     """What the REST layer needs to know about a method.
 
-    ``scope`` None means every token may call it (profile, scope, methods, app.info...).
+    ``scope`` None means every token may call it (profile, scope, methods, app.info...); a tuple
+    means any one of those scopes suffices (user.search: user, user_brief or user_basic).
     ``write`` marks methods charged the per-write cost. ``batchable`` False gives
     ERROR_BATCH_METHOD_NOT_ALLOWED inside batch. ``app_only`` gives WRONG_AUTH_TYPE to webhooks.
     """
 
     name: str
     handler: Handler
-    scope: str | None
+    scope: str | tuple[str, ...] | None
     write: bool = False
     batchable: bool = True
     app_only: bool = False
     admin_only: bool = False
+
+    @property
+    def scopes(self) -> tuple[str, ...]:
+        """The scopes any one of which lets a caller in (empty: no scope needed)."""
+        if self.scope is None:
+            return ()
+        return (self.scope,) if isinstance(self.scope, str) else self.scope
+
+    def granted(self, scope: frozenset[str]) -> bool:
+        """Whether a caller holding ``scope`` may call this method, as far as scopes go."""
+        return not self.scopes or any(s in scope for s in self.scopes)
 
     async def run(self, call: Call) -> Any:
         result = self.handler(call)
@@ -142,7 +154,7 @@ METHODS: dict[str, MethodSpec] = {}
 def method(
     name: str,
     *,
-    scope: str | None,
+    scope: str | tuple[str, ...] | None,
     write: bool = False,
     batchable: bool = True,
     app_only: bool = False,

@@ -423,7 +423,11 @@ def seed_portal(
     # Statuses and currencies are the same on every fresh account: rows come from shared
     # templates (copied on read / per portal), so seeding thousands of portals stays fast.
     portal.statuses = EntityTable(_status_row, len(STATUSES))
-    portal.currencies = {code: dict(row) for code, row in _CURRENCY_ROWS.items()}
+    # LANG is nested and writable (crm.currency.localizations.set): each portal gets its own.
+    portal.currencies = {
+        code: {**row, "LANG": {lid: dict(values) for lid, values in row["LANG"].items()}}
+        for code, row in _CURRENCY_ROWS.items()
+    }
 
 
 def _status_row(row_id: int) -> Row:
@@ -439,6 +443,19 @@ def _status_row(row_id: int) -> Row:
         "COLOR": None,
         "SEMANTICS": semantics,
         "CATEGORY_ID": "0" if entity_id == "DEAL_STAGE" else None,
+    }
+
+
+def currency_localization(full_name: str, format_string: str, decimals: int) -> Row:
+    """One language's currency localization, in the shape of RD crm/currency/localizations."""
+    return {
+        "FORMAT_STRING": format_string,
+        "FULL_NAME": full_name,
+        "DEC_POINT": ".",
+        "THOUSANDS_SEP": None,
+        "DECIMALS": str(decimals),
+        "THOUSANDS_VARIANT": "C",
+        "HIDE_ZERO": "Y",
     }
 
 
@@ -458,7 +475,7 @@ def _currency_rows() -> dict[str, Row]:
             "THOUSANDS_SEP": ",",
             "DECIMALS": str(decimals),
             "DATE_UPDATE": bitrix_datetime(EPOCH),
-            "LANG": {"en": {"FULL_NAME": full_name, "FORMAT_STRING": fmt}},
+            "LANG": {"en": currency_localization(full_name, fmt, decimals)},
         }
     return rows
 

@@ -344,6 +344,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--access-lifetime", type=float, default=defaults.access_lifetime)
     parser.add_argument("--refresh-lifetime", type=float, default=defaults.refresh_lifetime)
     parser.add_argument(
+        "--refresh-revokes-access",
+        action="store_true",
+        help="a refresh kills the previous access token at once (old docs) instead of at its expiry",
+    )
+    parser.add_argument(
         "--drain", type=float, default=None, help="leaky bucket drain per second (plan default)"
     )
     parser.add_argument("--burst", type=int, default=None, help="leaky bucket size (plan default)")
@@ -380,6 +385,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         client_secret=args.client_secret,
         access_lifetime=args.access_lifetime,
         refresh_lifetime=args.refresh_lifetime,
+        refresh_revokes_access=args.refresh_revokes_access,
         drain=args.drain,
         burst=args.burst,
         operating_limit=args.operating_limit,

@@ -13,6 +13,7 @@ import gc
 import hashlib
 import random
 import secrets
+import string
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +26,32 @@ from sandbox.limits import LeakyBucket, OperatingLedger
 from sandbox.seed import make_users, seed_portal
 from sandbox.store import PLANS, AppInstall, Portal, Token, Webhook
 
-ALL_SCOPES = ["crm", "user", "user_brief", "user_basic", "department", "placement", "app", "entity"]
+ALL_SCOPES = [
+    "crm",
+    "user",
+    "user_brief",
+    "user_basic",
+    "department",
+    "placement",
+    "app",
+    "entity",
+    "task",
+    "im",
+]
+# Every scope a portal has, as RD api-reference/scopes/permissions.md lists them: `scope` with
+# full=true answers this list, whatever the caller was granted (the sandbox emulates a part of it).
+PORTAL_SCOPES = sorted(
+    {
+        *ALL_SCOPES,
+        *"ai_admin biconnector bizproc booking calendar call cashbox catalog contact_center".split(),
+        *"documentgenerator delivery disk humanresources humanresources.hcmlink imbot".split(),
+        *"imconnector imopenlines intranet landing lists log mailservice main messageservice".split(),
+        *"mobile pay_system pull rpa sale salescenter sign.b2e sonet_group socialnetwork".split(),
+        *"telephony timeman user.userfield userfieldconfig userconsent vote".split(),
+    }
+)
+LETTERS_AND_DIGITS = string.ascii_letters + string.digits
+LOWER_ALNUM = string.ascii_lowercase + string.digits
 
 
 def portal_address(index: int) -> str:
@@ -47,6 +73,18 @@ def new_client_id(prefix: str) -> str:
     return f"{prefix}.{secrets.token_hex(7)}.{secrets.randbelow(10**8):08d}"
 
 
+def new_client_secret() -> str:
+    """A client secret shaped like Bitrix24's: 50 letters and digits (RD settings/oauth/index.md's
+    example), nothing else, as some SDKs' configuration checks."""
+    return "".join(secrets.choice(LETTERS_AND_DIGITS) for _ in range(50))
+
+
+def new_webhook_secret(rng: random.Random | None = None) -> str:
+    """An inbound webhook's code: 16 lower-case letters and digits, as Bitrix24 generates them."""
+    choice = rng.choice if rng is not None else secrets.choice
+    return "".join(choice(LOWER_ALNUM) for _ in range(16))
+
+
 @dataclass
 class AuthCode:
     code: str = field(repr=False)
@@ -65,15 +103,12 @@ class Sandbox:
         if not config.redirect_uri:
             config.redirect_uri = config.app_url.rstrip("/") + "/bitrix/oauth/callback/"
         if not config.client_secret:
-            config.client_secret = secrets.token_urlsafe(36)[:48]
+            config.client_secret = new_client_secret()
         # Stable identities: derived from the seed so a restarted sandbox with the same options
         # (and the same state file) keeps its portals' member ids and webhook secrets.
         ident = random.Random(f"identity:{config.seed}:{config.client_id}")
         self.identities: list[tuple[str, str]] = [
-            (
-                ident.getrandbits(128).to_bytes(16, "big").hex(),
-                ident.getrandbits(128).to_bytes(16, "big").hex()[:16],
-            )
+            (ident.getrandbits(128).to_bytes(16, "big").hex(), new_webhook_secret(ident))
             for _ in range(config.portals)
         ]
         self.portals: list[Portal] = []

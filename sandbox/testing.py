@@ -30,6 +30,9 @@ class SandboxError(RuntimeError):
 
 
 class SandboxServer:
+    #: The module run as ``python -m``: a test may run the sandbox with an extension of its own.
+    module = "sandbox"
+
     def __init__(self, *, startup_timeout: float = 15.0, **options: Any) -> None:
         """``options`` become command-line flags: ``cost_scale=0`` → ``--cost-scale 0``;
         ``True`` gives a bare flag (``shared_address=True`` → ``--shared-address``)."""
@@ -48,7 +51,7 @@ class SandboxServer:
         argv = [
             sys.executable,
             "-m",
-            "sandbox",
+            self.module,
             "--port",
             "0",
             "--http-port",

@@ -16,6 +16,11 @@ os.environ.setdefault("CELERY_QUEUE", "bitrix24-test")
 os.environ.setdefault("BITRIX24_CLIENT_ID", "app.sandbox000000000.00000000")
 os.environ.setdefault("BITRIX24_CLIENT_SECRET", "sandbox-client-secret")
 os.environ.setdefault("BITRIX24_TOKEN_KEYS", "dGVzdC1rZXktMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDA=")
+# The example feature (what bin/demo runs): the tests follow deals through its handlers.
+os.environ.setdefault("DJANGO_EXTRA_APPS", "examples.deals")
+# The console's rollups are written when a test flushes them (tests/console), never by a background
+# thread that could hold a connection while the test database is dropped.
+os.environ.setdefault("BITRIX24_CONSOLE_FLUSH_SECONDS", "0")
 
 from bitrix_app.settings import *  # noqa: E402,F403
 

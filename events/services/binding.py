@@ -1,8 +1,10 @@
 """The app's event bindings on each portal: bind at install, re-bind on update, reconcile.
 
-Desired bindings come from settings: ``BITRIX24_EVENTS`` (online, to our receiver; ONAPPUNINSTALL is
-always added) and, on portals that allow offline events, ``BITRIX24_OFFLINE_EVENTS`` (bound with
-``event_type=offline``) plus ONOFFLINEEVENT online, which tells us the queue has records.
+The desired set is what the app handles: the lifecycle events it needs (:data:`LIFECYCLE_BINDINGS`)
+plus every event an installed feature registered a handler for (``events.registry.on_event``), bound
+online to our receiver. On portals that allow offline events, the handled events named in
+``BITRIX24_OFFLINE_EVENTS`` are bound with ``event_type=offline`` instead, plus ONOFFLINEEVENT online,
+which tells us the queue has records.
 Bitrix24 drops an app's bindings when the app is updated, so ONAPPUPDATE re-binds, and a periodic
 reconciliation against ``event.get`` repairs anything lost in between.
 
@@ -20,15 +22,21 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 from urllib.parse import unquote, urlsplit
 
-from django.conf import settings
 from django.urls import Resolver404, resolve, reverse
 
+from events.registry import handled_events
 from portals.bitrix.exceptions import Bitrix24ApiError, Bitrix24Error
+from portals.conf import app_settings
 from portals.models import Portal
+from portals.services.client import client_for_portal
 
 logger = logging.getLogger("events")
 
 _ALREADY_BOUND = "ERROR_HANDLER_ALREADY_EXIST"
+# The app's own lifecycle, bound on every portal whatever features are installed: the uninstall,
+# the update (Bitrix24 drops bindings on it, so it re-binds) and the payment (it carries no token: it
+# makes the app re-check app.info, so a renewed payment restores a portal without an operator).
+LIFECYCLE_BINDINGS = frozenset({"ONAPPUNINSTALL", "ONAPPUPDATE", "ONAPPPAYMENT"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -61,12 +69,12 @@ class AdministratorTokenRequired(Bitrix24Error):
 
 def events_handler_url() -> str:
     """The public URL of the receiver, as Bitrix24 must call it."""
-    return settings.BITRIX24_APP_URL.rstrip("/") + reverse("events:receive")
+    return app_settings.app_url.rstrip("/") + reverse("events:receive")
 
 
 def install_handler_url() -> str:
     """The public URL of the installation handler (the app card's ONAPPINSTALL handler)."""
-    return settings.BITRIX24_APP_URL.rstrip("/") + reverse("portals:install")
+    return app_settings.app_url.rstrip("/") + reverse("portals:install")
 
 
 def _origin(url: str) -> tuple[str, str | None, int | None]:
@@ -83,11 +91,11 @@ def handler_is_ours(url: str) -> bool:
     of other URLs belong to someone else and are never unbound.
     """
     try:
-        if _origin(url) != _origin(settings.BITRIX24_APP_URL):
+        if _origin(url) != _origin(app_settings.app_url):
             return False
     except ValueError:  # a port that isn't a number: nothing can be delivered there
         return False
-    prefix = urlsplit(settings.BITRIX24_APP_URL).path.rstrip("/")
+    prefix = urlsplit(app_settings.app_url).path.rstrip("/")
     path = unquote(urlsplit(url).path)  # the web server decodes %-escapes before routing
     if not path.startswith(prefix + "/"):
         return False
@@ -100,17 +108,20 @@ def handler_is_ours(url: str) -> bool:
 
 def app_events_desired(*, portal: Portal) -> set[Binding]:
     handler = events_handler_url()
-    online = {name.upper() for name in settings.BITRIX24_EVENTS} | {"ONAPPUNINSTALL"}
-    online.discard("ONAPPINSTALL")  # delivered to the install handler, bound by the installation itself
-    wanted = {Binding(name, handler, False) for name in online}
-    if portal.offline_events and settings.BITRIX24_OFFLINE_EVENTS:
-        wanted |= {Binding(name.upper(), "", True) for name in settings.BITRIX24_OFFLINE_EVENTS}
+    # ONAPPINSTALL goes to the install handler, bound by the installation itself; ONOFFLINEEVENT only
+    # where offline events are used.
+    online = (LIFECYCLE_BINDINGS | handled_events()) - {"ONAPPINSTALL", "ONOFFLINEEVENT"}
+    offline: set[str] = set()
+    if portal.offline_events:
+        offline = {name.upper() for name in app_settings.offline_events} & (online - LIFECYCLE_BINDINGS)
+    wanted = {Binding(name, handler, False) for name in online - offline}
+    if offline:
+        wanted |= {Binding(name, "", True) for name in offline}
         wanted.add(Binding("ONOFFLINEEVENT", handler, False))
     return wanted
 
 
 def _client(portal: Portal) -> Any:
-    from portals.services.client import client_for_portal
 
     return client_for_portal(member_id=portal.member_id)
 

@@ -21,10 +21,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
-from django.conf import settings
 from django.db import transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import Exists, F, OuterRef, Q
+from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
@@ -33,7 +32,9 @@ from events.models import Event
 from events.services.replay import retry_delay, retry_schedule_next, retry_scheduled_clear
 from events.services.shards import shard_lock
 from events.services.wake import WAKE_MEMO_SECONDS, events_wake, wake_flag_clear
+from portals.bitrix import metrics
 from portals.bitrix.events import LIFECYCLE_EVENTS, payload_from_json
+from portals.conf import app_settings
 from portals.models import Portal
 from portals.services.autonomous import independent_commits
 from portals.services.coordination import coordination
@@ -84,7 +85,7 @@ def events_drain_shard(
                     wake_flag_clear(shard)
                     events_wake(shard=shard, force=True)
                     break
-                if batch < settings.BITRIX24_EVENT_BATCH_SIZE:
+                if batch < app_settings.event_batch_size:
                     # The shard is nearly caught up: let events gather for a moment, so the next
                     # batch's fixed cost (its SELECT and UPDATE) is shared by more events.
                     time.sleep(_GATHER_SECONDS)
@@ -94,7 +95,9 @@ def events_drain_shard(
             # window after they last saw it, is visible after this pause; anything later set the
             # flag again and queued a drainer of its own.
             time.sleep(2 * WAKE_MEMO_SECONDS)
-            if not Event.objects.due(timezone.now()).filter(shard=shard).exists():
+            # Events waiting behind a retry don't count: their delayed drain comes for them, and
+            # counting them kept a drainer looking again every pause until the retry was due.
+            if not _dispatchable(shard=shard, now=timezone.now()).exists():
                 break
     retry_schedule_next(shard)
     return report
@@ -113,10 +116,9 @@ class DueEvent:
     payload: dict[str, Any]
 
 
-def _due_events(*, shard: int, now: datetime) -> list[DueEvent]:
-    """Due events of ``shard`` in (ts, id) order, minus those behind a retry-waiting event of their object.
+def _dispatchable(*, shard: int, now: datetime) -> QuerySet[Event]:
+    """Due events of ``shard``, minus those behind a retry-waiting event of their object.
 
-    One query (values, not model instances: building those cost more worker CPU than the handlers).
     Rows waiting for a retry are pending with attempts > 0, which event_retry_idx holds apart, so
     the NOT EXISTS is a lookup in a tiny index.
     """
@@ -131,13 +133,19 @@ def _due_events(*, shard: int, now: datetime) -> list[DueEvent]:
         )
         .filter(Q(ts__lt=OuterRef("ts")) | Q(ts=OuterRef("ts"), id__lt=OuterRef("id")))
     )
+    return Event.objects.due(now).filter(shard=shard).filter(~Exists(behind_retry))
+
+
+def _due_events(*, shard: int, now: datetime) -> list[DueEvent]:
+    """The next batch of :func:`_dispatchable` events of ``shard``, in (ts, id) order.
+
+    One query (values, not model instances: building those cost more worker CPU than the handlers).
+    """
     rows = (
-        Event.objects.due(now)
-        .filter(shard=shard)
-        .filter(~Exists(behind_retry))
+        _dispatchable(shard=shard, now=now)
         .order_by("ts", "id")
         .values_list("id", "portal_id", "event", "object_key", "ts", "attempts", "payload")
-    )[: settings.BITRIX24_EVENT_BATCH_SIZE]
+    )[: app_settings.event_batch_size]
     return [DueEvent(*row) for row in rows]
 
 
@@ -229,6 +237,7 @@ def _dispatch_run(
         if portal is None:
             continue  # deleted since the SELECT: its events went with it (on delete cascade)
         outcome = _dispatch(row, portal, now=now, db=db)
+        metrics.event_dispatched(outcome, lag=(now - row.ts).total_seconds(), portal=portal.member_id)
         if row.event in LIFECYCLE_EVENTS:  # its handlers may have changed the portal
             portals.pop(row.portal_id, None)
         if outcome == "done":
@@ -264,6 +273,8 @@ def _dispatch(row: DueEvent, portal: Portal, *, now: datetime, db: BaseDatabaseW
         reason = "no handler registered"
     elif portal.state == Portal.State.UNINSTALLED and not payload.is_lifecycle:
         reason = "portal uninstalled"
+    elif portal.disabled_at is not None and not payload.is_lifecycle:
+        reason = "portal disabled by an operator"
     if reason:
         Event.objects.filter(pk=row.id).update(
             status=Event.Status.IGNORED, processed_at=now, last_error=reason
@@ -280,28 +291,34 @@ def _dispatch(row: DueEvent, portal: Portal, *, now: datetime, db: BaseDatabaseW
 
 
 class _SavepointAtFirstQuery:
-    """A nested ``transaction.atomic()`` around one event's handlers, entered at their first query.
+    """A savepoint around one event's handlers, taken at their first query.
 
-    Entered up front it would cost two round trips (SAVEPOINT, RELEASE) per event even for handlers
+    Taken up front it would cost two round trips (SAVEPOINT, RELEASE) per event even for handlers
     that never touch the database, about as much CPU as the rest of the worker spends on an event
-    (docs/events.md, Benchmark). Entered from an execute wrapper just before the handlers' first
+    (docs/events.md, Benchmark). Taken from an execute wrapper just before the handlers' first
     statement, it still holds everything they do in the database; handlers without queries pay
-    nothing. On an exception it rolls back to its savepoint, so only this event's effects go.
-    A handler that caught a database error and went on would leave its effects half done: its
-    savepoint is rolled back and the event fails with TransactionManagementError (then retried).
+    nothing. On an exception it rolls back to its savepoint, so only this event's effects go, with
+    the on-commit callbacks they registered. A handler that caught a database error and went on
+    would leave its effects half done: its savepoint is rolled back and the event fails with
+    TransactionManagementError (then retried).
+
+    A plain savepoint rather than a nested ``transaction.atomic()``: the first query may come from
+    inside the handler's own ``atomic(savepoint=False)`` block (Django's ``delete()`` and
+    multi-table ``save()`` open one), and an atomic entered there would be closed by that block's
+    exit, leaving the batch transaction unusable and the drain failing on every run.
     """
 
     def __init__(self, db: BaseDatabaseWrapper):
         self._db = db
-        self._block: transaction.Atomic | None = None
+        self._savepoint: str | None = None
+        self._callbacks = 0  # the batch's on-commit callbacks registered before the savepoint
         self._entering = False
 
     def __call__(self, execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any) -> Any:
         if not self._entering:  # the savepoint's own statement comes through here as well
             self._entering = True
-            block = transaction.atomic(using=self._db.alias)
-            block.__enter__()
-            self._block = block
+            self._callbacks = len(self._db.run_on_commit)
+            self._savepoint = self._db.savepoint()
         return execute(sql, params, many, context)
 
     def __enter__(self) -> None:
@@ -309,12 +326,17 @@ class _SavepointAtFirstQuery:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
         self._db.execute_wrappers.remove(self)
-        if self._block is None:
+        if self._savepoint is None:
             return
-        swallowed = exc is None and self._db.needs_rollback
-        # Releases the savepoint, or rolls back to it after an exception or a swallowed error.
-        self._block.__exit__(exc_type, exc, tb)
-        if swallowed:
+        if exc is None and not self._db.needs_rollback:
+            self._db.savepoint_commit(self._savepoint)
+            return
+        # Back to before the handlers' first query, so the batch goes on (the flag first: Django
+        # refuses any statement, the ROLLBACK TO included, while it is set).
+        self._db.needs_rollback = False
+        self._db.savepoint_rollback(self._savepoint)
+        del self._db.run_on_commit[self._callbacks :]
+        if exc is None:
             raise TransactionManagementError("a handler went on after a database error")
 
 
@@ -322,7 +344,7 @@ def _record_failure(row: DueEvent, error: Exception, *, now: datetime) -> str:
     attempts = row.attempts + 1
     message = f"{type(error).__name__}: {error}"[:_MAX_ERROR_CHARS]
     retryable = getattr(error, "retryable", True)
-    if not retryable or attempts >= settings.BITRIX24_EVENT_MAX_ATTEMPTS:
+    if not retryable or attempts >= app_settings.event_max_attempts:
         Event.objects.filter(pk=row.id).update(
             status=Event.Status.FAILED, attempts=attempts, last_error=message, processed_at=now
         )

@@ -18,21 +18,16 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
-from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 
 from events import registry
 from events.models import Event
 from events.services.tokens import PortalEntry, portal_tokens
 from events.services.wake import events_wake_soon
-from portals.bitrix.events import (
-    EventPayload,
-    check_event_age,
-    event_credentials,
-    parse_event_fields,
-    split_form,
-)
-from portals.bitrix.exceptions import InvalidApplicationToken, InvalidInstallRequest
+from portals.bitrix.events import EventPayload, check_event_age, event_credentials, parse_event_fields
+from portals.bitrix.exceptions import InvalidApplicationToken, InvalidEventPayload, InvalidInstallRequest
+from portals.bitrix.inbound import split_form
+from portals.conf import app_settings
 from portals.models import Portal
 from portals.services.lifecycle import portal_app_update_confirm, portal_application_token_set
 
@@ -43,13 +38,14 @@ class Outcome(enum.StrEnum):
     ACCEPTED = "accepted"  # stored, will be dispatched
     DUPLICATE = "duplicate"  # the same change was stored before: dropped
     UNHANDLED = "unhandled"  # authentic, but no handler is registered for it
-    IGNORED = "ignored"  # authentic, but the portal has left: nothing to do
+    IGNORED = "ignored"  # authentic, but the portal has left or is disabled: nothing to do
 
 
 @dataclass(frozen=True, slots=True)
 class Received:
     outcome: Outcome
     event_id: int | None = None
+    member_id: str = ""
 
 
 def event_receive(*, body: bytes, now: datetime) -> Received:
@@ -59,7 +55,7 @@ def event_receive(*, body: bytes, now: datetime) -> Received:
     InvalidEventPayload (400), UnknownPortal / InvalidApplicationToken / StaleEvent (403). Nothing
     is stored unless the event is authentic.
     """
-    fields = split_form(body)
+    fields = split_form(body, error=InvalidEventPayload)
     member_id, application_token = event_credentials(fields)
     entry: PortalEntry | None
     try:
@@ -69,22 +65,25 @@ def event_receive(*, body: bytes, now: datetime) -> Received:
             raise
         entry = None  # an update brings a new token: verified below, once the event is parsed
     payload = parse_event_fields(fields)
-    check_event_age(payload, now=now, window=timedelta(seconds=settings.BITRIX24_EVENT_MAX_SKEW_SECONDS))
+    check_event_age(payload, now=now, window=timedelta(seconds=app_settings.event_max_skew_seconds))
     if entry is None:
         entry = _verify_app_update(payload)
     assert entry.portal_id is not None  # verify() raised otherwise
     log_extra = {"event": payload.event, "member_id": payload.member_id}
     if not registry.handles(payload.event):
         logger.info("events.unhandled", extra=log_extra)
-        return Received(Outcome.UNHANDLED)
+        return Received(Outcome.UNHANDLED, member_id=payload.member_id)
     if entry.state == Portal.State.UNINSTALLED and not payload.is_lifecycle:
         logger.info("events.ignored.uninstalled", extra=log_extra)
-        return Received(Outcome.IGNORED)
+        return Received(Outcome.IGNORED, member_id=payload.member_id)
+    if entry.disabled and not payload.is_lifecycle:
+        logger.info("events.ignored.disabled", extra=log_extra)
+        return Received(Outcome.IGNORED, member_id=payload.member_id)
     event_id = event_store(portal_id=entry.portal_id, payload=payload, now=now)
     if event_id is None:
         logger.info("events.duplicate", extra=log_extra)
-        return Received(Outcome.DUPLICATE)
-    return Received(Outcome.ACCEPTED, event_id)
+        return Received(Outcome.DUPLICATE, member_id=payload.member_id)
+    return Received(Outcome.ACCEPTED, event_id, payload.member_id)
 
 
 _APP_UPDATE_TRY_SECONDS = 2.0
@@ -130,7 +129,7 @@ def _verify_app_update(payload: EventPayload) -> PortalEntry:
 
 def event_shard(*, portal_id: int, object_key: str) -> int:
     """The outbox shard of an object: all its events share one, so one drainer keeps their order."""
-    return zlib.crc32(f"{portal_id}:{object_key}".encode()) % settings.BITRIX24_EVENT_SHARDS
+    return zlib.crc32(f"{portal_id}:{object_key}".encode()) % app_settings.event_shards
 
 
 # One statement stores a batch of events (group commit) or a single one, settling dedupe as it goes:
@@ -176,7 +175,7 @@ def event_store(*, portal_id: int, payload: EventPayload, now: datetime) -> int 
     }
     if connection.vendor != "postgresql":
         event_id = _insert_portable(row)
-    elif not connection.in_atomic_block and settings.BITRIX24_EVENT_GROUP_COMMIT:
+    elif not connection.in_atomic_block and app_settings.event_group_commit:
         return _group.insert(row)  # the batch's leader hands the shards to the waker after commit
     else:
         [event_id] = _insert_many([row])  # inside a transaction: joins the caller's
@@ -328,5 +327,5 @@ class GroupInsert:
 _group = GroupInsert(
     _insert_many,
     after=_wake_batch,
-    linger=lambda: settings.BITRIX24_EVENT_GROUP_COMMIT_LINGER_MS / 1000,
+    linger=lambda: app_settings.event_group_commit_linger_ms / 1000,
 )

@@ -12,14 +12,15 @@ import logging
 import random
 from datetime import datetime, timedelta
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from events.models import Event
+from events.services.queue import drain_queue
 from events.services.shards import shard_lock_free
 from events.services.wake import events_wake, events_wake_many, logged_if_down, wake_flag_clear
 from portals.bitrix.retry import Backoff
+from portals.conf import app_settings
 from portals.services.coordination import coordination
 
 logger = logging.getLogger("events")
@@ -40,8 +41,8 @@ def retry_delay(attempts: int, *, rng: random.Random | None = None) -> float:
     """Seconds before attempt ``attempts + 1`` (``attempts`` >= 1 failed so far): the shared
     backoff with equal jitter, 50–100% of BASE · 2^(attempts−1) capped at MAX (docs/events.md)."""
     policy = Backoff(
-        base=settings.BITRIX24_EVENT_RETRY_BASE_SECONDS,
-        cap=settings.BITRIX24_EVENT_RETRY_MAX_SECONDS,
+        base=app_settings.event_retry_base_seconds,
+        cap=app_settings.event_retry_max_seconds,
         jitter="equal",
     )
     return policy.delay(attempts - 1, rng=rng)
@@ -49,7 +50,6 @@ def retry_delay(attempts: int, *, rng: random.Random | None = None) -> float:
 
 def retry_schedule_next(shard: int) -> None:
     """Queue a drain for the shard's earliest retry, so retries don't wait for the sweep."""
-    from events.tasks import events_drain
 
     first = (
         Event.objects.pending()
@@ -68,7 +68,7 @@ def retry_schedule_next(shard: int) -> None:
         (was_set,) = coordination().flags_set([retry_flag(shard)], ttl=delay + 60.0)
         if not was_set:
             return
-        events_drain.apply_async(args=[shard], kwargs={"scheduled": True}, countdown=delay)
+        drain_queue(shard, scheduled=True, countdown=delay)
 
 
 def events_replay(
@@ -123,6 +123,6 @@ def events_sweep() -> list[int]:
 
 def events_prune(*, now: datetime | None = None) -> int:
     """Delete finished events older than the retention; failed ones stay until replayed or cleared."""
-    cutoff = (now or timezone.now()) - timedelta(days=settings.BITRIX24_EVENT_RETENTION_DAYS)
+    cutoff = (now or timezone.now()) - timedelta(days=app_settings.event_retention_days)
     deleted, _ = Event.objects.finished_before(cutoff).delete()
     return deleted

@@ -17,12 +17,13 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import kombu.exceptions
 import redis
 from django.db import close_old_connections
 
+from events.services.queue import drain_queue
+from portals.refusals import ThrottledWarning
 from portals.services.coordination import coordination
 
 logger = logging.getLogger("events")
@@ -59,7 +60,6 @@ def events_wake_many(*, shards: set[int], force: bool = False) -> None:
     Never raises for Redis or the broker being down: that is logged (rate-limited) and the periodic
     sweep wakes the shards once they are back.
     """
-    from events.tasks import events_drain
 
     coord = coordination()
     seen = time.monotonic()
@@ -76,7 +76,7 @@ def events_wake_many(*, shards: set[int], force: bool = False) -> None:
         flags = coord.flags_set([wake_flag(shard) for shard in due], ttl=WAKE_FLAG_SECONDS)
         for shard, was_set in zip(due, flags, strict=True):
             if was_set:
-                events_drain.delay(shard)
+                drain_queue(shard)
 
 
 def wake_flag_clear(shard: int) -> None:
@@ -85,38 +85,15 @@ def wake_flag_clear(shard: int) -> None:
         coordination().flag_clear(wake_flag(shard))
 
 
-class _ThrottledWarning:
-    """Logs ``message`` at most once per cause every ``interval`` seconds, with how many it suppressed.
-
-    With Redis down every wake-up fails at once, so one line per failure would flood the log of a
-    busy web process without saying more than the first line did.
-    """
-
-    def __init__(self, message: str, *, interval: float = 10.0):
-        self.message = message
-        self.interval = interval
-        self._last: dict[str, tuple[float, int]] = {}  # cause → (last logged, suppressed since)
-        self._lock = threading.Lock()
-
-    def __call__(self, cause: str, **extra: Any) -> None:
-        now = time.monotonic()
-        with self._lock:
-            last = self._last.get(cause)
-            if last is not None and now - last[0] < self.interval:
-                self._last[cause] = (last[0], last[1] + 1)
-                return
-            self._last[cause] = (now, 0)
-        suppressed = last[1] if last is not None else 0
-        logger.warning(self.message, extra={**extra, "cause": cause, "suppressed": suppressed})
-
-
-_log_wake_failed = _ThrottledWarning("events.wake_failed")
+# With Redis down every wake-up fails at once: one line per cause every 10 s says as much as one per
+# failure would, without flooding a busy web process's log.
+_log_wake_failed = ThrottledWarning(logger, "events.wake_failed")
 
 
 def _wake_failed(error: BaseException, shards: Iterable[int]) -> None:
     """One ``events.wake_failed`` line for ``error`` (no traceback: the cause and the shards say it)."""
     cause = f"{type(error).__module__}.{type(error).__qualname__}"
-    _log_wake_failed(cause, error=type(error).__name__, shards=sorted(shards))
+    _log_wake_failed.warn(cause, cause=cause, error=type(error).__name__, shards=sorted(shards))
 
 
 @contextmanager

@@ -21,7 +21,6 @@ import hashlib
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from .batching import (
     references,
     resolve,
 )
+from .calls import check_idempotency_key, is_read, new_idempotency_key
 from .credentials import Credentials
 from .exceptions import (
     Bitrix24ApiError,
@@ -49,27 +49,15 @@ from .exceptions import (
     Bitrix24WriteOutcomeUnknown,
 )
 from .limiter import BucketParams, Limiter, LocalLimiter, SharedStateUnavailable, plan_params, redis_failures
+from .listing import Lister
 from .metrics import Metrics
 from .operating import OperatingLedger
+from .rest_v3 import RestV3
 from .retry import Backoff
+from .slots import LocalSlots, Slots
 from .transport import Response, Transport
 
 logger = logging.getLogger("portals.bitrix.client")
-
-_READ_VERBS = frozenset(
-    {"get", "list", "fields", "info", "search", "current", "count", "types", "tail", "scope"}
-)
-# "batch" is deliberately absent: a batch is a read only when all its commands are (batch() decides).
-_READ_METHODS = frozenset({"methods", "scope", "app.info", "profile", "server.time", "user.current"})
-
-
-def is_read(method: str) -> bool:
-    """True when re-running ``method`` can't change data (get/list/fields...). Unknown → write."""
-    name = method.lower()
-    if name in _READ_METHODS:
-        return True
-    verb = name.rsplit(".", 1)[-1]
-    return verb in _READ_VERBS or verb.startswith(("get", "list"))
 
 
 @dataclass(frozen=True)
@@ -100,7 +88,8 @@ class Bitrix24Client:
     ``limiter`` defaults to an in-process bucket, ``ledger`` to an in-process ledger; pass the
     Redis-backed ones to share them across processes (portals.services.client does).
     ``concurrency`` is how many requests the portal processes at once; the client keeps up to
-    ``concurrency + queued`` in flight, so a request is already waiting at the portal when one
+    ``concurrency + queued`` in flight (and ``slots`` makes that the portal's cap across every
+    client and process), so a request is already waiting at the portal when one
     finishes — its slot never sits idle while an answer travels back and the next request is
     built and sent (about 5% of a list traversal's time otherwise). ``queued=0`` for exactly
     ``concurrency`` in flight.
@@ -118,6 +107,7 @@ class Bitrix24Client:
         bucket: BucketParams | None = None,
         concurrency: int = 4,
         queued: int = 1,
+        slots: Slots | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ):
         self.credentials = credentials
@@ -130,6 +120,8 @@ class Bitrix24Client:
         self.concurrency = max(1, concurrency)
         self.in_flight = self.concurrency + max(0, queued)
         self._slots = threading.BoundedSemaphore(self.in_flight)
+        # The portal's cap across clients and processes (shared_client passes the Redis one).
+        self.slots: Slots = slots or LocalSlots()
         self._sleep = sleep
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
@@ -138,6 +130,11 @@ class Bitrix24Client:
     @property
     def bucket_key(self) -> str:
         return self.credentials.bucket_key
+
+    @property
+    def v3(self) -> RestV3:
+        """REST 3.0 over this client: typed results, batch and list_all (:mod:`.rest_v3`)."""
+        return RestV3(self)
 
     def __repr__(self) -> str:
         return f"Bitrix24Client(bucket={self.bucket_key!r})"
@@ -157,7 +154,9 @@ class Bitrix24Client:
 
         ``read`` overrides the read/write guess (reads are retried on ambiguous failures). On
         REST 3.0 (``v3=True``) writes get an Idempotency-Key (``idempotency_key`` or a fresh one,
-        kept across retries) so an ambiguous failure is retried without duplicating the write.
+        kept across retries) so an ambiguous failure is retried without duplicating the write;
+        ValueError for an ``idempotency_key`` that isn't 1–255 printable ASCII characters.
+        For typed 3.0 answers, batch and list_all use :attr:`v3`.
         """
         return self.call_raw(method, params, v3=v3, idempotency_key=idempotency_key, read=read).result
 
@@ -172,14 +171,15 @@ class Bitrix24Client:
     ) -> Response:
         """Like :meth:`call`, returning the whole envelope (``next``, ``total``, ``time``)."""
         reading = is_read(method) if read is None else read
-        if v3 and not reading and idempotency_key is None:
-            idempotency_key = uuid.uuid4().hex
+        if v3 and not reading:
+            idempotency_key = new_idempotency_key() if idempotency_key is None else idempotency_key
+            check_idempotency_key(idempotency_key)
         return self._request(method, dict(params or {}), read=reading, v3=v3, idempotency_key=idempotency_key)
 
     def _request(
         self,
         method: str,
-        params: dict[str, Any],
+        params: dict[str, Any] | list[Any],
         *,
         read: bool,
         v3: bool = False,
@@ -203,7 +203,7 @@ class Bitrix24Client:
                     logger.info("bitrix.operating.pace", extra={"portal": key, "method": m, "wait": delay})
                     self._sleep(delay)
                     waited += delay
-            with self._slots:
+            with self._slots, self.slots.hold(key, self.in_flight):
                 # Reserve only once a slot is ours, so queued threads don't hold reservations.
                 wait = self.limiter.reserve(key, self.bucket)
                 if wait > 0:
@@ -221,10 +221,10 @@ class Bitrix24Client:
                         member_id=key,
                     )
                 except Bitrix24ApiError as e:
-                    self.metrics.error(key, e.code or type(e).__name__)
+                    self.metrics.error(key, e.code or type(e).__name__, method=method, status=e.status)
                     error: Exception = e
                 except Bitrix24TransportError as e:
-                    self.metrics.error(key, type(e).__name__)
+                    self.metrics.error(key, type(e).__name__, method=method)
                     error = e
                 else:
                     operating = self._record_time(method, response.time)
@@ -252,10 +252,12 @@ class Bitrix24Client:
                 self.credentials.refresh(stale)
                 continue
             if isinstance(error, Bitrix24InvalidToken) and not reloaded and stale is not None:
-                # Another process may have rotated the pair while this request was in flight
-                # (the rotation kills the old access token): retry once with the stored token
-                # before treating the refusal as permanent.
+                # Another process may have rotated the pair while this request was in flight (on
+                # portals where the rotation kills the old access token), and may not have
+                # committed the new pair yet: wait for a rotation in progress (never start one),
+                # and retry once with the stored token before treating the refusal as permanent.
                 reloaded = True
+                self.credentials.settle(stale)
                 if self.credentials.access_token() != stale:
                     self.metrics.retry(key, "reload")
                     continue
@@ -265,13 +267,16 @@ class Bitrix24Client:
                 raise error
             if isinstance(error, Bitrix24TransportError | Bitrix24ServerError):
                 never_sent = isinstance(error, Bitrix24TransportError) and not error.sent
+                # With a key, the retry below is sent only now, after this attempt answered or
+                # timed out: two attempts of one key never overlap (two at once may both run).
                 if not (read or idempotency_key or never_sent):
                     raise Bitrix24WriteOutcomeUnknown(method, error) from error
                 transient += 1
                 if transient > self.retry.transient_attempts:
                     raise error
                 self.metrics.retry(key, "transient")
-                pause = self.retry.backoff.delay(transient - 1)
+                asked = getattr(error, "retry_after", None)  # a 503's Retry-After, say
+                pause = self.retry.backoff.delay(transient - 1, retry_after=asked)
                 logger.info(
                     "bitrix.retry.transient",
                     extra={"portal": key, "method": method, "attempt": transient, "wait": pause},
@@ -395,7 +400,8 @@ class Bitrix24Client:
                     latest[method] = r.time
                     spent[method] = spent.get(method, 0.0) + float(r.time.get("duration") or 0.0)
                 if r.error is not None:
-                    self.metrics.error(self.bucket_key, r.error.code or type(r.error).__name__)
+                    code = r.error.code or type(r.error).__name__
+                    self.metrics.error(self.bucket_key, code, method=r.method, status=r.error.status)
                 results[r.key] = r
             for method, time_info in latest.items():
                 self._after_answer(
@@ -440,7 +446,6 @@ class Bitrix24Client:
         interleave (each part is in ID order). ``on_checkpoint`` receives a JSON-able state after
         each page has been consumed; pass it back as ``checkpoint`` to resume.
         """
-        from .listing import Lister
 
         lister = Lister(self, method, dict(params or {}), parallel=parallel)
         return lister.rows(checkpoint=checkpoint, on_checkpoint=on_checkpoint, progress=progress)

@@ -10,7 +10,12 @@ from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from .exceptions import Bitrix24ConfigError, Bitrix24PortalUnavailable
+from .exceptions import (
+    Bitrix24ConfigError,
+    Bitrix24InvalidToken,
+    Bitrix24PortalMoved,
+    Bitrix24PortalUnavailable,
+)
 
 
 class Credentials(Protocol):
@@ -42,6 +47,12 @@ class Credentials(Protocol):
         Single-flight: when another process already replaced ``stale_token``, this only reloads.
         Raises Bitrix24InvalidGrant / Bitrix24PortalUnavailable when the portal can't be refreshed.
         """
+        ...
+
+    def settle(self, stale_token: str) -> None:
+        """``stale_token`` was refused as invalid: wait for a rotation in progress elsewhere (never
+        start one), so that :meth:`access_token` then gives what is stored. No-op where tokens
+        don't rotate."""
         ...
 
     def moved(self, new_domain: str) -> None:
@@ -89,12 +100,13 @@ class WebhookCredentials:
         return None
 
     def refresh(self, stale_token: str | None) -> None:
-        from .exceptions import Bitrix24InvalidToken
 
         raise Bitrix24InvalidToken("expired_token", "webhook credentials cannot be refreshed")
 
+    def settle(self, stale_token: str) -> None:
+        return None
+
     def moved(self, new_domain: str) -> None:
-        from .exceptions import Bitrix24PortalMoved
 
         raise Bitrix24PortalMoved(new_domain)
 

@@ -1,44 +1,364 @@
-"""Typed helpers for the entities the app uses, with the methods each really has.
+"""The typed layer over Bitrix24's CRM and users: wire values in, Python values out.
 
-Thin on purpose: each helper names one documented REST method and its parameters, so callers
-get types and discoverability, and everything still goes through ``Bitrix24Client`` (limits,
-retries, metrics). Anything not covered here: ``client.call(method, params)``.
+Bitrix24 answers every field as text in its own conventions: dates as ISO 8601 with the portal's
+offset (or "" for none), flags as "Y"/"N", money as decimal text ("1200.50", "100|USD" in a money
+user field), PHONE/EMAIL as lists of multi-field objects, numbers as strings. This module turns a
+row into a :class:`Record` whose values have their real types, decided by each field's declared
+type (``crm.<entity>.fields``: standard fields are known here, user fields come from the portal's
+own description), and back into JSON-safe values for storage and the outward API. The mirror
+(``mirror/``) and the API use it; nothing else converts wire values.
+
+The helpers below name one documented REST method each and go through ``Bitrix24Client``
+(limits, retries, metrics); reads return typed records::
 
     crm = Crm(client)
-    deal_id = crm.deals.add({"TITLE": "Boiler", "OPPORTUNITY": 1200})
+    deal = crm.deals.get(7)                        # Record: deal.id, deal["OPPORTUNITY"] (Decimal)
     for deal in crm.deals.iterate(filter={"STAGE_ID": "WON"}, select=["ID", "TITLE"]):
         ...
+    deal_id = crm.deals.add({"TITLE": "Boiler", "OPPORTUNITY": 1200})
+
+Free of Django, like the rest of the package.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar
 
 from .client import Bitrix24Client
+from .values import bounded_int
 
 Row = dict[str, Any]
 Rows = list[Row]  # an alias: classes below define a method named ``list``
 Fields = Mapping[str, Any]
 
+# --- Wire values ------------------------------------------------------------------------------------
+
+_INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
+# Decimal places a money value keeps; Bitrix24 stores money as DECIMAL(18,2) and rates with more.
+_MAX_DIGITS = 30
+
+
+def to_int(value: Any) -> int | None:
+    """An integer field ("42", 42, "0"); None for empty, non-integral or out-of-range values."""
+    return bounded_int(value, low=_INT_MIN, high=_INT_MAX)
+
+
+def to_decimal(value: Any) -> Decimal | None:
+    """Money and doubles as exact decimals: "1200.50", 1200.5, "100|USD" (a money user field).
+
+    None for empty, non-numeric, infinite or absurdly long values. Floats go through ``repr`` so
+    1200.5 stays 1200.5 rather than its binary expansion.
+    """
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        value = repr(value)
+    if not isinstance(value, str):
+        return None
+    text = value.split("|", 1)[0].strip()
+    if not text or len(text) > _MAX_DIGITS + 2:
+        return None
+    try:
+        number = Decimal(text)
+    except InvalidOperation:
+        return None
+    # "1e999999" is a valid Decimal no column or JSON reader wants: keep to sane magnitudes.
+    if not number.is_finite() or abs(number.adjusted()) > _MAX_DIGITS:
+        return None
+    return number
+
+
+def to_bool(value: Any) -> bool | None:
+    """ "Y"/"N" (CRM flags), "1"/"0" (boolean user fields), JSON booleans; None for anything else."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return {0: False, 1: True}.get(value)
+    if isinstance(value, str):
+        return {"Y": True, "N": False, "1": True, "0": False, "TRUE": True, "FALSE": False}.get(
+            value.strip().upper()
+        )
+    return None
+
+
+def to_datetime(value: Any) -> datetime | None:
+    """An ISO 8601 date-time with its offset ("2026-12-03T10:00:00+03:00") as an aware datetime.
+
+    None for "" (Bitrix24's "no date"), for text that isn't one, and for a date-time without an
+    offset: its moment would be a guess.
+    """
+    if not isinstance(value, str) or not value.strip() or len(value) > 40:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
+def to_date(value: Any) -> date | None:
+    """A date field ("2026-12-03", or a date-time whose calendar day it is); None when empty."""
+    if not isinstance(value, str) or not value.strip() or len(value) > 40:
+        return None
+    text = value.strip()
+    try:
+        return date.fromisoformat(text[:10]) if len(text) >= 10 else None
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class MultiField:
+    """One entry of PHONE, EMAIL, WEB, IM or LINK: ``value`` of kind ``value_type`` (WORK, MOBILE…)."""
+
+    id: int | None
+    value: str
+    value_type: str
+    type_id: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"id": self.id, "value": self.value, "value_type": self.value_type, "type_id": self.type_id}
+
+
+def to_multifields(value: Any) -> tuple[MultiField, ...]:
+    """PHONE/EMAIL/…: a list of {ID, VALUE, VALUE_TYPE, TYPE_ID}; entries without a VALUE dropped."""
+    if isinstance(value, Mapping):
+        value = list(value.values())
+    if not isinstance(value, list):
+        return ()
+    entries = []
+    for item in value:
+        if not isinstance(item, Mapping) or not isinstance(item.get("VALUE"), str | int):
+            continue
+        entries.append(
+            MultiField(
+                id=to_int(item.get("ID")),
+                value=str(item["VALUE"]),
+                value_type=str(item.get("VALUE_TYPE") or ""),
+                type_id=str(item.get("TYPE_ID") or ""),
+            )
+        )
+    return tuple(entries)
+
+
+def _to_text(value: Any) -> Any:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool | int | float):
+        return str(value)
+    return value  # nested structures (addresses, files) are kept as Bitrix24 sent them
+
+
+_INT_TYPES = frozenset(
+    {
+        "integer",
+        "int",
+        "user",
+        "employee",
+        "crm_company",
+        "crm_contact",
+        "crm_lead",
+        "crm_deal",
+        "crm_quote",
+        "crm_category",
+        "iblock_section",
+        "iblock_element",
+    }
+)
+_CONVERTERS: dict[str, Any] = {
+    **dict.fromkeys(_INT_TYPES, to_int),
+    "double": to_decimal,
+    "money": to_decimal,
+    "char": to_bool,
+    "boolean": to_bool,
+    "datetime": to_datetime,
+    "date": to_date,
+    "crm_multifield": to_multifields,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class FieldType:
+    """A field's declared type (``crm.<entity>.fields``' ``type``) and whether it holds a list."""
+
+    type: str
+    multiple: bool = False
+
+    def convert(self, value: Any) -> Any:
+        if self.type == "crm_multifield":
+            return to_multifields(value)
+        convert = _CONVERTERS.get(self.type, _to_text)
+        if self.multiple:
+            items = value if isinstance(value, list) else ([] if value in (None, "", False) else [value])
+            return [convert(item) for item in items]
+        if isinstance(value, list) and self.type in _CONVERTERS:
+            value = value[0] if value else None  # a single field answered as a one-item list
+        return convert(value)
+
+
+def _types(spec: Mapping[str, str]) -> dict[str, FieldType]:
+    """``{"integer": "ID PROBABILITY", "crm_contact[]": "CONTACT_IDS"}`` → name → FieldType."""
+    table = {}
+    for kind, names in spec.items():
+        multiple = kind.endswith("[]")
+        for name in names.split():
+            table[name] = FieldType(kind.removesuffix("[]"), multiple)
+    return table
+
+
+_CRM_COMMON = {
+    "integer": "ID",
+    "user": "ASSIGNED_BY_ID CREATED_BY_ID MODIFY_BY_ID MOVED_BY_ID LAST_ACTIVITY_BY",
+    "datetime": "DATE_CREATE DATE_MODIFY MOVED_TIME LAST_ACTIVITY_TIME DATE_CLOSED",
+    "char": "OPENED HAS_PHONE HAS_EMAIL HAS_IMOL IS_RETURN_CUSTOMER IS_MANUAL_OPPORTUNITY EXPORT",
+    "crm_multifield[]": "PHONE EMAIL WEB IM LINK",
+    "crm_company": "COMPANY_ID",
+    "crm_lead": "LEAD_ID",
+    "date": "BIRTHDATE",
+}
+
+# The standard fields' declared types, from crm.<entity>.fields (RD api-reference/crm/deals/
+# crm-deal-fields.md and its siblings); user fields are typed from the portal's own description.
+STANDARD_TYPES: dict[str, dict[str, FieldType]] = {
+    "deal": _types(
+        {
+            **_CRM_COMMON,
+            "integer": "ID PROBABILITY",
+            "crm_category": "CATEGORY_ID",
+            "char": "OPENED CLOSED IS_NEW IS_RECURRING IS_RETURN_CUSTOMER IS_REPEATED_APPROACH "
+            "IS_MANUAL_OPPORTUNITY",
+            "double": "OPPORTUNITY TAX_VALUE",
+            "crm_contact": "CONTACT_ID",
+            "crm_contact[]": "CONTACT_IDS",
+            "crm_quote": "QUOTE_ID",
+            "date": "BEGINDATE CLOSEDATE",
+        }
+    ),
+    "lead": _types(
+        {**_CRM_COMMON, "double": "OPPORTUNITY", "crm_contact": "CONTACT_ID", "crm_contact[]": "CONTACT_IDS"}
+    ),
+    "contact": _types({**_CRM_COMMON, "crm_company[]": "COMPANY_IDS"}),
+    "company": _types(
+        {**_CRM_COMMON, "double": "REVENUE", "char": "OPENED HAS_PHONE HAS_EMAIL HAS_IMOL IS_MY_COMPANY"}
+    ),
+    "status": _types({"integer": "ID SORT CATEGORY_ID", "char": "SYSTEM"}),
+    "currency": _types(
+        {"int": "AMOUNT_CNT SORT DECIMALS", "double": "AMOUNT", "char": "BASE", "datetime": "DATE_UPDATE"}
+    ),
+    # user.get answers ACTIVE as a JSON boolean and the flags as "Y"/"N".
+    "user": _types(
+        {
+            "integer": "ID",
+            "boolean": "ACTIVE",
+            "char": "IS_ONLINE",
+            "datetime": "LAST_LOGIN DATE_REGISTER TIMESTAMP_X LAST_ACTIVITY_DATE",
+            "date": "PERSONAL_BIRTHDAY UF_EMPLOYMENT_DATE",
+            "integer[]": "UF_DEPARTMENT",
+        }
+    ),
+}
+
+
+def field_types(entity: str, description: Mapping[str, Any] | None = None) -> dict[str, FieldType]:
+    """Every field's type for ``entity``: the standard table, plus what ``crm.<entity>.fields``
+    answered (``description``: name → {"type", "isMultiple", …}), which types the user fields."""
+    table = dict(STANDARD_TYPES.get(entity, {}))
+    for name, spec in (description or {}).items():
+        if isinstance(spec, Mapping) and isinstance(spec.get("type"), str):
+            table[name] = FieldType(spec["type"], bool(spec.get("isMultiple")))
+    return table
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One row with typed values: ``record["OPPORTUNITY"]`` is a Decimal, ``record["CLOSED"]`` a bool.
+
+    ``id`` is the integer ID (a currency's is its code). Fields without a declared type keep the
+    wire value (text, or the nested structure Bitrix24 sent).
+    """
+
+    entity: str
+    id: int | str
+    values: Mapping[str, Any] = field(repr=False)
+
+    def __getitem__(self, name: str) -> Any:
+        return self.values[name]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.values.get(name, default)
+
+    @property
+    def user_fields(self) -> dict[str, Any]:
+        return {k: v for k, v in self.values.items() if k.startswith("UF_")}
+
+    def as_json(self) -> dict[str, Any]:
+        """Every value JSON-safe: decimals as strings, dates in ISO 8601, multi-fields as objects."""
+        return {name: json_value(value) for name, value in self.values.items()}
+
+
+def json_value(value: Any) -> Any:
+    """A typed value as JSON: Decimal → "1200.50", datetime/date → ISO 8601, MultiField → object."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, MultiField):
+        return value.as_json()
+    if isinstance(value, list | tuple):
+        return [json_value(item) for item in value]
+    if isinstance(value, Mapping):
+        return {str(k): json_value(v) for k, v in value.items()}
+    return value
+
+
+def record_from_wire(entity: str, row: Mapping[str, Any], types: Mapping[str, FieldType]) -> Record:
+    """A wire row as a :class:`Record`, each field converted by ``types`` (see :func:`field_types`).
+
+    Raises ValueError for a row without a usable ID (CURRENCY for currencies).
+    """
+    values = {}
+    for name, value in row.items():
+        spec = types.get(name)
+        values[name] = spec.convert(value) if spec is not None else value
+    if entity == "currency":
+        code = row.get("CURRENCY")
+        if not isinstance(code, str) or not code:
+            raise ValueError("a currency row without CURRENCY")
+        return Record(entity, code, values)
+    ident = to_int(row.get("ID"))
+    if ident is None:
+        raise ValueError(f"a {entity} row without a usable ID")
+    return Record(entity, ident, values)
+
+
+Records = list[Record]  # an alias, as Rows
+
 
 @dataclass(frozen=True)
 class Page:
-    """One page of a list method: up to 50 rows, the ``next`` start (None on the last), ``total``."""
+    """One page of a list method: up to 50 records, the ``next`` start (None on the last), ``total``."""
 
-    rows: Rows
+    rows: Records
     next: int | None
     total: int | None
 
 
-def _page(payload: Mapping[str, Any]) -> Page:
+def _page(payload: Mapping[str, Any], entity: str, types: Mapping[str, FieldType]) -> Page:
     result = payload.get("result") or []
     rows = list(result.values()) if isinstance(result, Mapping) else list(result)
     nxt = payload.get("next")
     total = payload.get("total")
     return Page(
-        rows=rows, next=int(nxt) if nxt is not None else None, total=int(total) if total is not None else None
+        rows=[record_from_wire(entity, row, types) for row in rows],
+        next=int(nxt) if nxt is not None else None,
+        total=int(total) if total is not None else None,
     )
 
 
@@ -56,17 +376,31 @@ def _list_params(
 
 
 class _CrmEntity:
-    """crm.<entity>.{get,list,add,update,delete,fields}: what deals, leads, contacts, companies share."""
+    """crm.<entity>.{get,list,add,update,delete,fields}: what deals, leads, contacts, companies share.
+
+    Reads return :class:`Record`; the first read asks ``crm.<entity>.fields`` once per helper to
+    type the portal's user fields (pass ``types`` to skip that call).
+    """
 
     prefix: ClassVar[str]
+    entity: ClassVar[str]
 
-    def __init__(self, client: Bitrix24Client):
+    def __init__(self, client: Bitrix24Client, *, types: Mapping[str, FieldType] | None = None):
         self.client = client
+        self._types = dict(types) if types is not None else None
 
-    def get(self, id: int) -> Row:
-        """The entity's fields; raises Bitrix24NotFound for a missing id."""
-        result: Row = self.client.call(f"{self.prefix}.get", {"id": id})
-        return result
+    def types(self) -> dict[str, FieldType]:
+        """The entity's field types (standard and the portal's user fields), asked once."""
+        if self._types is None:
+            self._types = field_types(self.entity, self.fields())
+        return self._types
+
+    def record(self, row: Mapping[str, Any]) -> Record:
+        return record_from_wire(self.entity, row, self.types())
+
+    def get(self, id: int) -> Record:
+        """The entity's fields, typed; raises Bitrix24NotFound for a missing id."""
+        return self.record(self.client.call(f"{self.prefix}.get", {"id": id}))
 
     def list(
         self,
@@ -78,18 +412,20 @@ class _CrmEntity:
     ) -> Page:
         """One page (50 rows) from ``start``; for all rows use :meth:`iterate`."""
         response = self.client.call_raw(f"{self.prefix}.list", _list_params(filter, select, order, start))
-        return _page(response.payload)
+        return _page(response.payload, self.entity, self.types())
 
     def iterate(
         self, *, filter: Fields | None = None, select: Sequence[str] | None = None, parallel: int = 4
-    ) -> Iterator[Row]:
-        """Every matching row, streamed by keyset traversal (see Bitrix24Client.list_all)."""
+    ) -> Iterator[Record]:
+        """Every matching row, typed, streamed by keyset traversal (see Bitrix24Client.list_all)."""
         params: dict[str, Any] = {}
         if filter:
             params["filter"] = dict(filter)
         if select:
             params["select"] = list(select)
-        return self.client.list_all(f"{self.prefix}.list", params, parallel=parallel)
+        types = self.types()
+        for row in self.client.list_all(f"{self.prefix}.list", params, parallel=parallel):
+            yield record_from_wire(self.entity, row, types)
 
     def add(self, fields: Fields, *, params: Fields | None = None) -> int:
         """Create one; returns its id. ``params`` e.g. {"REGISTER_SONET_EVENT": "Y"}."""
@@ -115,6 +451,7 @@ class _CrmEntity:
 
 class Deals(_CrmEntity):
     prefix = "crm.deal"
+    entity = "deal"
 
     def product_rows(self, id: int) -> Rows:
         rows: Rows = self.client.call("crm.deal.productrows.get", {"id": id})
@@ -135,6 +472,7 @@ class Deals(_CrmEntity):
 
 class Leads(_CrmEntity):
     prefix = "crm.lead"
+    entity = "lead"
 
     def product_rows(self, id: int) -> Rows:
         rows: Rows = self.client.call("crm.lead.productrows.get", {"id": id})
@@ -146,6 +484,7 @@ class Leads(_CrmEntity):
 
 class Contacts(_CrmEntity):
     prefix = "crm.contact"
+    entity = "contact"
 
     def companies(self, id: int) -> Rows:
         items: Rows = self.client.call("crm.contact.company.items.get", {"id": id})
@@ -154,6 +493,7 @@ class Contacts(_CrmEntity):
 
 class Companies(_CrmEntity):
     prefix = "crm.company"
+    entity = "company"
 
     def contacts(self, id: int) -> Rows:
         items: Rows = self.client.call("crm.company.contact.items.get", {"id": id})
@@ -166,18 +506,20 @@ class Statuses:
     def __init__(self, client: Bitrix24Client):
         self.client = client
 
-    def list(self, *, filter: Fields | None = None, order: Mapping[str, str] | None = None) -> Rows:
+    def list(self, *, filter: Fields | None = None, order: Mapping[str, str] | None = None) -> Records:
         params: dict[str, Any] = {}
         if filter:
             params["filter"] = dict(filter)
         if order:
             params["order"] = dict(order)
-        rows: Rows = self.client.call("crm.status.list", params)
-        return rows
+        return [_status(row) for row in self.client.call("crm.status.list", params)]
 
-    def get(self, id: int) -> Row:
-        row: Row = self.client.call("crm.status.get", {"id": id})
-        return row
+    def iterate(self) -> Iterator[Record]:
+        """Every status of every reference (offset paging: crm.status.list has no ID filter)."""
+        return (_status(row) for row in self.client.list_all("crm.status.list", {}))
+
+    def get(self, id: int) -> Record:
+        return _status(self.client.call("crm.status.get", {"id": id}))
 
     def add(self, fields: Fields) -> int:
         return int(self.client.call("crm.status.add", {"fields": dict(fields)}))
@@ -200,9 +542,21 @@ class Statuses:
         return rows
 
     def entity_items(self, entity_id: str) -> Rows:
-        """The statuses of one reference, e.g. "DEAL_STAGE" or "SOURCE", in sort order."""
+        """The statuses of one reference, e.g. "DEAL_STAGE" or "SOURCE", in sort order (as sent)."""
         rows: Rows = self.client.call("crm.status.entity.items", {"entityId": entity_id})
         return rows
+
+
+def _status(row: Mapping[str, Any]) -> Record:
+    return record_from_wire("status", row, STANDARD_TYPES["status"])
+
+
+def _currency(row: Mapping[str, Any]) -> Record:
+    return record_from_wire("currency", row, STANDARD_TYPES["currency"])
+
+
+def _user(row: Mapping[str, Any]) -> Record:
+    return record_from_wire("user", row, STANDARD_TYPES["user"])
 
 
 class Currencies:
@@ -211,13 +565,12 @@ class Currencies:
     def __init__(self, client: Bitrix24Client):
         self.client = client
 
-    def list(self, *, order: Mapping[str, str] | None = None) -> Rows:
-        rows: Rows = self.client.call("crm.currency.list", {"order": dict(order)} if order else {})
-        return rows
+    def list(self, *, order: Mapping[str, str] | None = None) -> Records:
+        rows = self.client.call("crm.currency.list", {"order": dict(order)} if order else {})
+        return [_currency(row) for row in rows]
 
-    def get(self, id: str) -> Row:
-        row: Row = self.client.call("crm.currency.get", {"id": id})
-        return row
+    def get(self, id: str) -> Record:
+        return _currency(self.client.call("crm.currency.get", {"id": id}))
 
     def add(self, fields: Fields) -> str:
         return str(self.client.call("crm.currency.add", {"fields": dict(fields)}))
@@ -245,28 +598,27 @@ class Users:
     def __init__(self, client: Bitrix24Client):
         self.client = client
 
-    def get(self, id: int) -> Row | None:
+    def get(self, id: int) -> Record | None:
         """One user by id, or None when there is none (user.get answers an empty list)."""
         rows: Rows = self.client.call("user.get", {"FILTER": {"ID": id}})
-        return rows[0] if rows else None
+        return _user(rows[0]) if rows else None
 
     def list(self, *, filter: Fields | None = None, start: int = 0) -> Page:
         params: dict[str, Any] = {"sort": "ID", "order": "ASC", "start": start}
         if filter:
             params["FILTER"] = dict(filter)
-        return _page(self.client.call_raw("user.get", params).payload)
+        return _page(self.client.call_raw("user.get", params).payload, "user", STANDARD_TYPES["user"])
 
-    def iterate(self, *, filter: Fields | None = None) -> Iterator[Row]:
-        return self.client.list_all("user.get", {"FILTER": dict(filter)} if filter else {}, parallel=1)
+    def iterate(self, *, filter: Fields | None = None) -> Iterator[Record]:
+        rows = self.client.list_all("user.get", {"FILTER": dict(filter)} if filter else {}, parallel=1)
+        return (_user(row) for row in rows)
 
-    def current(self) -> Row:
-        row: Row = self.client.call("user.current")
-        return row
+    def current(self) -> Record:
+        return _user(self.client.call("user.current"))
 
-    def search(self, **criteria: Any) -> Rows:
+    def search(self, **criteria: Any) -> Records:
         """user.search: FIND (free text), NAME, LAST_NAME, WORK_POSITION, UF_DEPARTMENT_NAME, USER_TYPE."""
-        rows: Rows = self.client.call("user.search", {"FILTER": criteria})
-        return rows
+        return [_user(row) for row in self.client.call("user.search", {"FILTER": criteria})]
 
     def fields(self) -> dict[str, str]:
         result: dict[str, str] = self.client.call("user.fields")

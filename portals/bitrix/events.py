@@ -1,7 +1,8 @@
 """Inbound Bitrix24 events: parsing, verification and identity, free of Django.
 
 Bitrix24 POSTs every event as ``application/x-www-form-urlencoded`` with PHP-style bracket keys
-(``auth[member_id]``, ``data[FIELDS][ID]``). :func:`parse_event_body` turns such a body into an
+(``auth[member_id]``, ``data[FIELDS][ID]``), split by the one strict splitter of everything Bitrix24
+sends (:func:`.inbound.split_form`). :func:`parse_event_body` turns such a body into an
 :class:`EventPayload`; :func:`parse_offline_record` does the same for a record of
 ``event.offline.get``. The authenticity check is :func:`verify_application_token` (constant time);
 :func:`check_event_age` refuses replays of captured online events.
@@ -20,11 +21,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qsl
 
 from qs_codec import DecodeOptions, decode
 
 from .exceptions import Bitrix24InboundError, InvalidApplicationToken, InvalidEventPayload
+from .inbound import MAX_FIELDS, split_form
 from .values import unix_ts
 
 __all__ = [
@@ -37,7 +38,6 @@ __all__ = [
     "event_credentials",
     "parse_event_body",
     "parse_event_fields",
-    "split_form",
     "parse_offline_record",
     "token_digest",
     "verify_application_token",
@@ -60,9 +60,8 @@ _ACTION_SUFFIX = re.compile(r"(ADD|UPDATE|DELETE|SET|CHANGE|RESTORE|MOVE)$")
 # Depth: nested custom fields (data[FIELDS_AFTER][UF_CRM_1][0][VALUE]) go deeper than qs's 5.
 # Parameter limit: a bound on work per request, raised rather than silently truncated.
 _AUTH_KEY = re.compile(r"^auth\[([A-Za-z0-9_]+)\]$")
-_MAX_FIELDS = 2000
 _DECODE_OPTIONS = DecodeOptions(
-    depth=20, list_limit=1000, parameter_limit=_MAX_FIELDS, raise_on_limit_exceeded=True, strict_merge=False
+    depth=20, list_limit=1000, parameter_limit=MAX_FIELDS, raise_on_limit_exceeded=True, strict_merge=False
 )
 
 
@@ -186,36 +185,6 @@ def payload_from_json(stored: Mapping[str, Any], *, secrets: Mapping[str, str] |
     )
 
 
-def split_form(body: bytes) -> dict[str, Any]:
-    """The flat fields of a form body, bracket keys not yet nested (``{"auth[member_id]": ...}``).
-
-    The standard library's parser does the percent-decoding (fast, strict about UTF-8, bounded in
-    field count); a key sent more than once keeps all its values as a list, as qs-codec expects.
-    Raises :class:`InvalidEventPayload`.
-    """
-    if not body.strip():
-        raise InvalidEventPayload("empty body")
-    try:
-        text = body.decode("utf-8")
-        pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=_MAX_FIELDS, errors="strict")
-    except UnicodeDecodeError:
-        raise InvalidEventPayload("body is not UTF-8") from None
-    except ValueError:
-        raise InvalidEventPayload(f"malformed form body: more than {_MAX_FIELDS} fields") from None
-    # No text a Bitrix24 object holds contains NUL, and PostgreSQL can't store one in jsonb: refused
-    # here, it can't fail the INSERT it would share with other events (group commit).
-    if "%00" in text or "\x00" in text:
-        raise InvalidEventPayload("NUL character in the body")
-    fields: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in fields:
-            previous = fields[key]
-            fields[key] = [*previous, value] if isinstance(previous, list) else [previous, value]
-        else:
-            fields[key] = value
-    return fields
-
-
 def event_credentials(fields: Mapping[str, Any], *, require_ts: bool = True) -> tuple[str, str]:
     """``(member_id, application_token)`` from the flat fields, checked before anything is nested.
 
@@ -267,7 +236,7 @@ def parse_event_body(body: bytes, *, require_ts: bool = True) -> EventPayload:
     the body is not UTF-8 form data, or lacks ``event``, ``auth[member_id]``,
     ``auth[application_token]`` or (with ``require_ts``) a numeric ``ts``.
     """
-    fields = split_form(body)
+    fields = split_form(body, error=InvalidEventPayload)
     event_credentials(fields, require_ts=require_ts)
     return parse_event_fields(fields, require_ts=require_ts)
 
@@ -335,7 +304,7 @@ def parse_offline_record(record: Mapping[str, Any], *, member_id: str) -> EventP
     data = record.get("EVENT_DATA") or {}
     if not isinstance(data, dict):
         data = {"_": data}
-    if _holds_nul(data):  # PostgreSQL can't store NUL in jsonb (see split_form)
+    if _holds_nul(data):  # PostgreSQL can't store NUL in jsonb (see inbound.split_form)
         raise InvalidEventPayload("offline record with a NUL character")
     additional = record.get("EVENT_ADDITIONAL") or {}
     auth: dict[str, Any] = {"member_id": member_id}

@@ -58,8 +58,23 @@ class Bitrix24ApiError(Bitrix24Error):
         self.method = method
         self.member_id = member_id
         self.payload = payload or {}
+        # Seconds the answer's Retry-After header asked for (set by responses.answer_payload).
+        self.retry_after: float | None = None
         where = f" ({method})" if method else ""
         super().__init__(f"{code or 'ERROR'}: {description}{where}".strip())
+
+    @property
+    def validation(self) -> list[dict[str, str]]:
+        """REST 3.0's ``error.validation``: ``[{"field", "message"}]`` of a refused request, else []."""
+        error = self.payload.get("error")
+        items = error.get("validation") if isinstance(error, dict) else None
+        if not isinstance(items, list):
+            return []
+        return [
+            {"field": str(v.get("field", "")), "message": str(v.get("message", ""))}
+            for v in items
+            if isinstance(v, dict)
+        ]
 
 
 class Bitrix24RateLimited(Bitrix24ApiError):
@@ -98,6 +113,12 @@ class Bitrix24PortalUnavailable(Bitrix24AuthError):
     """PORTAL_DELETED, NOT_INSTALLED, PAYMENT_REQUIRED: no call can succeed until the portal changes."""
 
 
+class Bitrix24PortalDisabled(Bitrix24Error):
+    """An operator disabled the portal here: no call is made until it is enabled again."""
+
+    retryable = False
+
+
 class Bitrix24PaymentRequired(Bitrix24PortalUnavailable):
     """PAYMENT_REQUIRED: the app's subscription on this portal has ended."""
 
@@ -111,7 +132,12 @@ class Bitrix24BadRequest(Bitrix24ApiError):
 
 
 class Bitrix24NotFound(Bitrix24BadRequest):
-    """crm.*.get of a missing id: HTTP 400 with an empty code and "Not found"."""
+    """crm.*.get of a missing id: HTTP 400 with an empty code and "Not found"; REST 3.0's
+    ENTITYNOTFOUNDEXCEPTION."""
+
+
+class Bitrix24IdempotencyKeyReused(Bitrix24BadRequest):
+    """REST 3.0, 422: the Idempotency-Key was already used with another request body."""
 
 
 class Bitrix24Overloaded(Bitrix24ApiError):
@@ -134,6 +160,8 @@ class Bitrix24WriteOutcomeUnknown(Bitrix24Error):
         self.method = method
         self.cause = cause
 
+
+_V3 = "bitrix_rest_v3_exception_"
 
 _BY_CODE: dict[str, type[Bitrix24ApiError]] = {
     "query_limit_exceeded": Bitrix24RateLimited,
@@ -163,6 +191,21 @@ _BY_CODE: dict[str, type[Bitrix24ApiError]] = {
     "not_found": Bitrix24NotFound,
     "internal_server_error": Bitrix24ServerError,
     "error_unexpected_answer": Bitrix24ServerError,
+    # REST 3.0 (RD api-reference/rest-v3.md): the refusals it documents for every method.
+    _V3 + "validation_requestvalidationexception": Bitrix24BadRequest,
+    _V3 + "validation_dtovalidationexception": Bitrix24BadRequest,
+    _V3 + "invalidjsonexception": Bitrix24BadRequest,
+    _V3 + "unknowndtopropertyexception": Bitrix24BadRequest,
+    _V3 + "unknownfilteroperatorexception": Bitrix24BadRequest,
+    _V3 + "invalidfilterexception": Bitrix24BadRequest,
+    _V3 + "invalidselectexception": Bitrix24BadRequest,
+    _V3 + "invalidorderexception": Bitrix24BadRequest,
+    _V3 + "invalidpaginationexception": Bitrix24BadRequest,
+    _V3 + "invalididempotencykeyexception": Bitrix24BadRequest,
+    _V3 + "idempotencykeyreusedexception": Bitrix24IdempotencyKeyReused,
+    _V3 + "entitynotfoundexception": Bitrix24NotFound,
+    _V3 + "accessdeniedexception": Bitrix24AccessDenied,
+    _V3 + "insufficientscopeexception": Bitrix24AccessDenied,
 }
 
 _BY_STATUS: dict[int, type[Bitrix24ApiError]] = {
@@ -170,6 +213,7 @@ _BY_STATUS: dict[int, type[Bitrix24ApiError]] = {
     401: Bitrix24AuthError,
     403: Bitrix24AccessDenied,
     404: Bitrix24BadRequest,
+    422: Bitrix24BadRequest,
     429: Bitrix24RateLimited,
 }
 
@@ -211,7 +255,15 @@ class Bitrix24InboundError(Bitrix24Error):
     http_status = 400
 
 
-class InvalidEventPayload(Bitrix24InboundError):
+class MalformedRequest(Bitrix24InboundError):
+    """What Bitrix24 sends us can't be read: not UTF-8, too many fields, a field twice, bad JSON."""
+
+    http_status = 400
+
+
+class InvalidEventPayload(MalformedRequest):
+    """An event body that can't be read, or lacks what every event carries."""
+
     http_status = 400
 
 

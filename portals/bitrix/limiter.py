@@ -128,6 +128,10 @@ class LocalLimiter:
             level, last = self._buckets.get(bucket_key, (0.0, now))
             return max(0.0, level - max(0.0, now - last) * params.rate)
 
+    def levels(self, buckets: list[tuple[str, BucketParams]]) -> list[float]:
+        """:meth:`level` of each (bucket_key, params), in order (the console reads a page of them)."""
+        return [self.level(bucket_key, params) for bucket_key, params in buckets]
+
 
 # KEYS[1] bucket; ARGV rate, capacity, cost, mode ("reserve" | "refused").
 # Redis's clock (TIME) rather than the caller's: machines with skewed clocks share one bucket.
@@ -191,3 +195,17 @@ class RedisLimiter:
             seconds, micros = self.redis.time()
         now = seconds + micros / 1_000_000
         return max(0.0, float(level) - max(0.0, now - float(last)) * params.rate)
+
+    def levels(self, buckets: list[tuple[str, BucketParams]]) -> list[float]:
+        """:meth:`level` of each (bucket_key, params), in order, in one round trip to Redis."""
+        with redis_failures("rate limiter"):
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.time()
+            for bucket_key, _params in buckets:
+                pipe.hmget(self.key(bucket_key), "level", "last")
+            (seconds, micros), *states = pipe.execute()
+        now = seconds + micros / 1_000_000
+        return [
+            0.0 if level is None else max(0.0, float(level) - max(0.0, now - float(last)) * params.rate)
+            for (level, last), (_key, params) in zip(states, buckets, strict=True)
+        ]

@@ -105,10 +105,12 @@ class Lister:
 
     # -- planning -----------------------------------------------------------------------------
 
+    # List calls in one chain at most (each reads PAGE rows).
+    max_chain = MAX_COMMANDS
+
     def plan(self) -> dict[str, Any]:
         """A fresh checkpoint: parts [{after, upto, done}] splitting [min ID, max ID]."""
-        a = self.adapter
-        if not a.keyset:
+        if not self.adapter.keyset:
             return {"method": self.method, "mode": "offset", "offset": 0, "done": False}
         if self.parallel == 1:
             return {
@@ -116,6 +118,14 @@ class Lister:
                 "mode": "keyset",
                 "parts": [{"after": 0, "upto": None, "done": False}],
             }
+        ends = self.probe()
+        if ends is None:
+            return {"method": self.method, "mode": "keyset", "parts": []}
+        return {"method": self.method, "mode": "keyset", "parts": self.split(*ends)}
+
+    def probe(self) -> tuple[int, int] | None:
+        """(lowest ID - 1, highest ID) of the rows the filter matches; None when there are none."""
+        a = self.adapter
         probe = dict(self.params)
         probe["select"] = [a.id_field]
         ends = self.client.batch(
@@ -127,12 +137,15 @@ class Lister:
         lo_rows = a.rows(ends["lo"].unwrap())
         hi_rows = a.rows(ends["hi"].unwrap())
         if not lo_rows:
-            return {"method": self.method, "mode": "keyset", "parts": []}
-        low, high = a.row_id(lo_rows[0]) - 1, a.row_id(hi_rows[0]) if hi_rows else a.row_id(lo_rows[-1])
+            return None
+        return a.row_id(lo_rows[0]) - 1, a.row_id(hi_rows[0]) if hi_rows else a.row_id(lo_rows[-1])
+
+    def split(self, low: int, high: int) -> list[dict[str, Any]]:
+        """Parts covering (low, high], the last one open-ended."""
         span = max(1, high - low)
         # Twice as many parts as requests in flight (the client's slots cap those): while the
-        # client parses one part's 2,500 rows, another part's chain already keeps the server busy.
-        count = min(2 * self.parallel, max(1, span // (PAGE * MAX_COMMANDS)))
+        # client parses one part's chain of rows, another part's chain already keeps the server busy.
+        count = min(2 * self.parallel, max(1, span // (PAGE * self.max_chain)))
         bounds = [low + (span * i) // count for i in range(count + 1)]
         parts: list[dict[str, Any]] = [
             {"after": bounds[i], "upto": bounds[i + 1], "done": False} for i in range(count)
@@ -140,12 +153,12 @@ class Lister:
         # Rows added past the probed maximum while we read still belong to the run.
         parts[-1]["upto"] = None
         parts[-1]["span_hint"] = bounds[-1]
-        return {"method": self.method, "mode": "keyset", "parts": parts}
+        return parts
 
     # -- reading ------------------------------------------------------------------------------
 
-    @staticmethod
-    def _chain_length(part: Mapping[str, Any]) -> int:
+    @classmethod
+    def _chain_length(cls, part: Mapping[str, Any]) -> int:
         """List calls in the part's next chain (0: the part is read)."""
         after = int(part["after"])
         upto = part.get("upto")
@@ -153,12 +166,12 @@ class Lister:
             return 0  # IDs are unique integers: nothing can lie in (upto, upto]
         limit = upto if upto is not None else part.get("span_hint")
         if limit is not None and int(limit) > after:
-            length = min(MAX_COMMANDS, -(-(int(limit) - after) // PAGE))
+            length = min(cls.max_chain, -(-(int(limit) - after) // PAGE))
             if upto is None:
-                length = min(MAX_COMMANDS, length + 1)  # the open end may have grown
+                length = min(cls.max_chain, length + 1)  # the open end may have grown
             return length
         if limit is None:
-            return MAX_COMMANDS  # no bound known (a single part): full chains
+            return cls.max_chain  # no bound known (a single part): full chains
         # Past the part's span (or the open end's probed maximum): one call says whether
         # rows remain, instead of a chain of calls referring to rows that don't exist.
         return 1

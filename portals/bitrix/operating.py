@@ -90,6 +90,26 @@ class OperatingLedger:
             stored = self._local.get((bucket_key, credential_id, method))
             return Entry(**stored.__dict__) if stored else Entry()
 
+    def entries(self, bucket_keys: list[str], credential_id: str) -> list[dict[str, Entry]]:
+        """Every method's entry for each portal (one credential), in order; one round trip to Redis.
+
+        The console shows them.
+        """
+        if self.redis is not None:
+            pipe = self.redis.pipeline(transaction=False)
+            for bucket_key in bucket_keys:
+                pipe.hgetall(self._hash(bucket_key, credential_id))
+            return [_entries_parse(raw) for raw in pipe.execute()]
+        with self._lock:
+            return [
+                {
+                    method: Entry(**entry.__dict__)
+                    for (bucket, credential, method), entry in self._local.items()
+                    if bucket == bucket_key and credential == credential_id
+                }
+                for bucket_key in bucket_keys
+            ]
+
     # A report and a block are separate fields, so recording a report (every answer) is one
     # write without a read, and never clears a block another process set.
 
@@ -195,3 +215,21 @@ class OperatingLedger:
         if entry.operating >= self.limit - self.headroom and entry.reset_at > now:
             return entry.reset_at - now
         return 0.0
+
+
+def _entries_parse(raw: dict[Any, Any]) -> dict[str, Entry]:
+    """A ledger hash (method → report JSON, method|blocked → time) as entries by method."""
+    found: dict[str, Entry] = {}
+    for name, value in raw.items():
+        method, _, kind = (name.decode() if isinstance(name, bytes) else name).partition("|")
+        entry = found.setdefault(method, Entry())
+        if kind == "blocked":
+            entry.blocked_until = float(value)
+        else:
+            report = json.loads(value)
+            entry.operating, entry.reset_at, entry.seen_at = (
+                report["operating"],
+                report["reset_at"],
+                report["seen_at"],
+            )
+    return found

@@ -12,6 +12,7 @@ from typing import Any
 import requests
 
 from .exceptions import Bitrix24ApiError, Bitrix24ServerError, error_class, error_from_payload
+from .retry import retry_after_seconds
 
 UNEXPECTED = "ERROR_UNEXPECTED_ANSWER"
 
@@ -34,6 +35,17 @@ def answer_payload(
     4xx without one is a proxy's page, not a verdict on the credentials (a bare 401 must not mark
     a portal as needing re-authorisation). The body is never put in a message: it may echo input.
     """
+    try:
+        return _answer_payload(response, method=method, member_id=member_id, status_decides=status_decides)
+    except Bitrix24ApiError as e:
+        # What the server asked for, for the retry to honour (retry.Backoff.delay).
+        e.retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+        raise
+
+
+def _answer_payload(
+    response: requests.Response, *, method: str, member_id: str | None, status_decides: bool
+) -> dict[str, Any]:
     status = response.status_code
     try:
         payload = response.json()

@@ -16,9 +16,11 @@ retry). How many attempts to make is the caller's decision. Free of Django.
 
 from __future__ import annotations
 
+import email.utils
 import math
 import random
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Literal
 
 Jitter = Literal["full", "equal"]
@@ -74,3 +76,27 @@ class Backoff:
     def delays(self, attempts: int, *, rng: random.Random | None = None) -> list[float]:
         """The waits before each of ``attempts`` retries, in order (``delay(0)``, ``delay(1)``, …)."""
         return [self.delay(n, rng=rng) for n in range(attempts)]
+
+
+# A server asking for longer than this is treated as asking for this: Backoff.cap bounds it anyway.
+_MAX_RETRY_AFTER = 3600.0
+
+
+def retry_after_seconds(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds a ``Retry-After`` header asks for (delay-seconds or an HTTP date), else None.
+
+    Anything unreadable is None: the backoff then decides alone.
+    """
+    if not value:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return min(float(value[:12]), _MAX_RETRY_AFTER)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    delta = (when - (now or datetime.now(UTC))).total_seconds()
+    return min(max(delta, 0.0), _MAX_RETRY_AFTER)

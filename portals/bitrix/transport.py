@@ -104,7 +104,7 @@ class Transport:
         self,
         credentials: Credentials,
         method: str,
-        params: dict[str, Any] | None = None,
+        params: dict[str, Any] | list[Any] | None = None,
         *,
         v3: bool = False,
         idempotency_key: str | None = None,
@@ -115,6 +115,8 @@ class Transport:
 
         ``token`` is the access token to send (the caller's read, so it knows which token a
         refusal was about); by default, and after following a rename, the credentials' current one.
+        It travels as ``auth`` in the JSON object; a JSON array (REST 3.0's batch) has no place for
+        it, so there it goes in an ``Authorization: Bearer`` header — never in the URL.
 
         Raises a Bitrix24ApiError subclass for an error envelope (code first, status second),
         Bitrix24TransportError/Bitrix24Timeout when no usable answer arrived (``sent`` tells
@@ -124,11 +126,17 @@ class Transport:
         for hop in range(2):
             if hop or token is None:
                 token = credentials.access_token()
-            body = dict(params or {})
-            if token is not None:
-                body["auth"] = token
-            url = method_url(credentials.endpoint(), method, v3=v3)
             headers = {"Content-Type": "application/json"}
+            body: dict[str, Any] | list[Any]
+            if isinstance(params, list):
+                body = list(params)
+                if token is not None:
+                    headers["Authorization"] = f"Bearer {token}"
+            else:
+                body = dict(params or {})
+                if token is not None:
+                    body["auth"] = token
+            url = method_url(credentials.endpoint(), method, v3=v3)
             if idempotency_key is not None:
                 headers["Idempotency-Key"] = idempotency_key
             secret_hint = _secret_of(credentials.endpoint())

@@ -26,7 +26,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--raw", action="store_true", help="print the whole envelope (result, time, next, total)"
     )
-    parser.add_argument("--v3", action="store_true", help="call the REST 3.0 address (/rest/api/)")
+    parser.add_argument(
+        "--v3",
+        action="store_true",
+        help='call REST 3.0 (/rest/api/); typed values with json:, e.g. fields=json:{"title": "x"}',
+    )
     parser.add_argument(
         "--idempotency-key", default=None, help="REST 3.0: key that makes a retried write safe"
     )
@@ -43,11 +47,13 @@ def handle(options: dict[str, Any], *, stdout: Any, stderr: Any) -> int:
     except (Bitrix24Error, argparse.ArgumentTypeError, ValueError) as e:
         stderr.write(f"error: {e}\n")
         return 1
-    if "result" not in response.payload:
+    # REST 3.0's OpenAPI document is the one answer without a "result" envelope.
+    document = options["v3"] and "openapi" in response.payload
+    if "result" not in response.payload and not document:
         # A JSON object without "result" (a proxy, a wrong host): printing null would pass for
         # a method that returned nothing.
         stderr.write("error: the answer has no 'result': not a Bitrix24 REST answer\n")
         return 1
-    out = response.payload if options["raw"] else response.result
+    out = response.payload if options["raw"] or document else response.result
     stdout.write(json.dumps(out, ensure_ascii=False, indent=2) + "\n")
     return 0

@@ -11,7 +11,7 @@ import json
 import re
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import qs_codec as qs
 from rich.console import Console
@@ -20,6 +20,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from ..bitrix.client import Bitrix24Client
 from ..bitrix.exceptions import Bitrix24ConfigError
 from ..bitrix.values import bounded_int
+from ..models import Portal
+from ..services.client import client_for_portal, client_for_webhook
 
 # A REST method: dot-separated segments of ASCII letters, digits and underscores (crm.deal.list,
 # catalog.product.getFieldsByFilter). Anything else (?, #, /) would change the URL it is sent to.
@@ -67,41 +69,15 @@ def add_auth_arguments(parser: argparse.ArgumentParser) -> None:
 def client_from(options: dict[str, Any]) -> Bitrix24Client:
     """The client for ``--portal`` or ``--webhook`` (falling back to BITRIX24_WEBHOOK_URL).
 
-    Raises Bitrix24ConfigError for an unknown portal, or a webhook that isn't https (http only
-    with BITRIX24_ALLOW_HTTP): its secret is in the URL and would travel in clear.
+    Raises Bitrix24ConfigError for an unknown portal, or a webhook that isn't https.
     """
-    from django.conf import settings
-    from django.db import DatabaseError
-
-    from ..bitrix.credentials import WebhookCredentials
-    from ..models import Portal
-    from ..services.client import (
-        client_for_credentials,
-        client_for_portal,
-        client_for_webhook,
-        webhook_url_from,
-    )
-
     concurrency = options.get("concurrency")
     if options.get("portal"):
         try:
             return client_for_portal(member_id=options["portal"], concurrency=concurrency)
         except Portal.DoesNotExist:
             raise Bitrix24ConfigError(f"no portal with member_id {options['portal'][:64]!r}") from None
-    url = webhook_url_from(url=options.get("webhook"))
-    scheme = urlsplit(url).scheme.lower()
-    if scheme != "https" and not (scheme == "http" and settings.BITRIX24_ALLOW_HTTP):
-        # The URL is not repeated: it holds the webhook's secret.
-        raise Bitrix24ConfigError(
-            "the webhook URL must start with https:// (http only with BITRIX24_ALLOW_HTTP=1)"
-        )
-    try:
-        return client_for_webhook(url=url, concurrency=concurrency)
-    except DatabaseError:
-        # No database, or not migrated yet: it only tells whether the webhook's portal is
-        # installed here (to share its bucket with the app). A webhook works without it.
-        credentials = WebhookCredentials(url, plan_name=settings.BITRIX24_DEFAULT_PLAN)
-        return client_for_credentials(credentials=credentials, concurrency=concurrency)
+    return client_for_webhook(url=options.get("webhook"), concurrency=concurrency)
 
 
 def parse_pairs(pairs: list[str]) -> dict[str, Any]:

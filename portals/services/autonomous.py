@@ -16,8 +16,9 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TypeVar
 
-from django.conf import settings
 from django.db import connection, connections
+
+from portals.conf import app_settings
 
 T = TypeVar("T")
 
@@ -56,7 +57,7 @@ def _on_own_connection(fn: Callable[[], T]) -> T:
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 # Session-level on a connection closed below, so it ends with this call.
-                timeout_ms = int(settings.BITRIX24_REFRESH_LOCK_WAIT * 1000)
+                timeout_ms = int(app_settings.refresh_lock_wait * 1000)
                 cursor.execute("SELECT set_config('lock_timeout', %s, false)", [f"{timeout_ms}ms"])
         return fn()
     finally:

@@ -1,71 +1,24 @@
-"""Build Bitrix24 clients from Django settings: the one place the client meets the Django layer.
+"""Clients for an installed portal (its stored, refreshing credentials) and for an inbound webhook.
 
-With REDIS_URL the leaky bucket, the operating ledger and the metrics live in Redis, so every
-web process, Celery worker and management command shares one bucket per portal; without it
-(single-process mode) they are in-process. Shared pieces are built once per process.
+Both run through the shared client (:mod:`.shared_client`): one bucket per portal.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 from urllib.parse import urlsplit
 
-from django.conf import settings
+from django.db import DatabaseError
 
-from bitrix_app.redis_client import redis_client
+from bitrix_app.logs import bind
+from portals.conf import app_settings
 
-from ..bitrix.client import Bitrix24Client, RetryPolicy
-from ..bitrix.credentials import Credentials, WebhookCredentials
+from ..bitrix.client import Bitrix24Client
+from ..bitrix.credentials import WebhookCredentials
 from ..bitrix.exceptions import Bitrix24ConfigError
-from ..bitrix.limiter import Limiter, LocalLimiter, RedisLimiter, plan_params
-from ..bitrix.metrics import Metrics
-from ..bitrix.operating import OperatingLedger
-from ..bitrix.transport import Transport, TransportConfig
-
-
-@functools.lru_cache(maxsize=4)
-def _parts(redis_url: str, prefix: str) -> tuple[Limiter, OperatingLedger, Metrics]:
-    conn = redis_client(redis_url)
-    headroom = settings.BITRIX24_LIMITER_HEADROOM
-    limiter: Limiter = (
-        RedisLimiter(conn, prefix=prefix, headroom=headroom) if conn else LocalLimiter(headroom=headroom)
-    )
-    ledger = OperatingLedger(
-        limit=settings.BITRIX24_OPERATING_LIMIT,
-        headroom=settings.BITRIX24_OPERATING_HEADROOM,
-        redis=conn,
-        prefix=prefix,
-    )
-    return limiter, ledger, Metrics(redis=conn, prefix=prefix)
-
-
-def client_parts() -> tuple[Limiter, OperatingLedger, Metrics]:
-    """The process-wide limiter, ledger and metrics for the configured Redis (or none)."""
-    return _parts(settings.REDIS_URL, settings.REDIS_KEY_PREFIX)
-
-
-def client_for_credentials(*, credentials: Credentials, concurrency: int | None = None) -> Bitrix24Client:
-    limiter, ledger, metrics = client_parts()
-    return Bitrix24Client(
-        credentials,
-        transport=Transport(
-            TransportConfig(
-                ca_bundle=settings.BITRIX24_CA_BUNDLE,
-                connect_timeout=settings.BITRIX24_CONNECT_TIMEOUT,
-                read_timeout=settings.BITRIX24_READ_TIMEOUT,
-            )
-        ),
-        limiter=limiter,
-        ledger=ledger,
-        metrics=metrics,
-        retry=RetryPolicy(
-            rate_limit_attempts=settings.BITRIX24_RETRY_RATE_LIMIT_ATTEMPTS,
-            transient_attempts=settings.BITRIX24_RETRY_TRANSIENT_ATTEMPTS,
-        ),
-        bucket=plan_params(credentials.plan or settings.BITRIX24_DEFAULT_PLAN),
-        concurrency=concurrency or settings.BITRIX24_CLIENT_CONCURRENCY,
-    )
+from ..models import Portal
+from .credentials import PortalCredentials
+from .shared_client import client_for_credentials
 
 
 def client_for_portal(*, member_id: str, concurrency: int | None = None) -> Bitrix24Client:
@@ -73,16 +26,15 @@ def client_for_portal(*, member_id: str, concurrency: int | None = None) -> Bitr
 
     Raises Portal.DoesNotExist for an unknown member_id.
     """
-    from ..models import Portal
-    from .credentials import PortalCredentials
 
     portal = Portal.objects.get(member_id=member_id)
+    bind(member_id=member_id)  # the lines logged by the rest of this request or task name the portal
     return client_for_credentials(credentials=PortalCredentials(portal.pk), concurrency=concurrency)
 
 
 def webhook_url_from(*, url: str | None = None) -> str:
     """The webhook URL given, else BITRIX24_WEBHOOK_URL (environment or settings), else an error."""
-    url = url or os.environ.get("BITRIX24_WEBHOOK_URL") or settings.BITRIX24_WEBHOOK_URL
+    url = url or os.environ.get("BITRIX24_WEBHOOK_URL") or app_settings.webhook_url
     if not url:
         raise Bitrix24ConfigError("no webhook URL: pass --webhook or set BITRIX24_WEBHOOK_URL")
     return url
@@ -93,16 +45,26 @@ def client_for_webhook(*, url: str | None = None, concurrency: int | None = None
 
     The bucket is the portal's, not the webhook's: a webhook's domain that matches a stored
     portal uses that portal's member_id and plan, so app calls and webhook calls to one portal
-    are limited together.
+    are limited together. Raises Bitrix24ConfigError for a webhook that isn't https (http only
+    with BITRIX24_ALLOW_HTTP): its secret is in the URL and would travel in clear.
     """
-    from ..models import Portal
-
     url = webhook_url_from(url=url)
-    domain = urlsplit(url).netloc.lower()
-    portal = Portal.objects.filter(domain__iexact=domain).only("member_id", "plan").first()
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme != "https" and not (scheme == "http" and app_settings.allow_http):
+        # The URL is not repeated: it holds the webhook's secret.
+        raise Bitrix24ConfigError(
+            "the webhook URL must start with https:// (http only with BITRIX24_ALLOW_HTTP=1)"
+        )
+    try:
+        portal = Portal.objects.filter(domain__iexact=parts.netloc.lower()).only("member_id", "plan").first()
+    except DatabaseError:
+        # No database, or not migrated yet: it only tells whether the webhook's portal is
+        # installed here (to share its bucket with the app). A webhook works without it.
+        portal = None
     credentials = WebhookCredentials(
         url,
-        plan_name=portal.plan if portal else settings.BITRIX24_DEFAULT_PLAN,
+        plan_name=portal.plan if portal else app_settings.default_plan,
         member_id=portal.member_id if portal else None,
     )
     return client_for_credentials(credentials=credentials, concurrency=concurrency)

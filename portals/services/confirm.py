@@ -26,8 +26,9 @@ import hmac
 import logging
 from dataclasses import dataclass, field
 
-from django.conf import settings
 from django.core.cache import cache
+
+from portals.conf import app_settings
 
 from ..bitrix.exceptions import (
     AdministratorRequired,
@@ -128,7 +129,7 @@ def token_identify(
     if info.client_endpoint and info.client_endpoint.rstrip("/") != client_endpoint.rstrip("/"):
         raise InvalidInstallRequest("app.info names another client_endpoint")
     local_app = None
-    if info.client_id and info.client_id != settings.BITRIX24_CLIENT_ID:
+    if info.client_id and info.client_id != app_settings.client_id:
         local_app = LocalApplication.objects.filter(client_id=info.client_id).first()
         if local_app is None:
             raise InvalidInstallRequest("the token belongs to an application not registered here")

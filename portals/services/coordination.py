@@ -12,6 +12,9 @@ coordinate through Redis and PostgreSQL. Code that needs a lock, a lease or a sh
   dies or hangs stops renewing). Redis lock / an in-process lease.
 * ``flags_set`` / ``flag_clear``: expiring flags set only if absent. Redis SET NX / none: in one
   process every flag set succeeds (work runs inline and the locks turn away a second runner).
+* ``changes_publish`` / ``changes_since``: a feed of changed keys every process can follow, so a
+  per-process cache learns of a change made elsewhere. A Redis sorted set / none: in one process
+  the change was seen where it was made.
 """
 
 from __future__ import annotations
@@ -54,8 +57,19 @@ class Lease(Protocol):
         ...
 
     def release(self) -> None:
-        """End the lease now; a no-op when it has expired already."""
+        """End the lease now; a no-op when it has expired already, or when Redis can't be reached
+        (the lease then ends by its TTL)."""
         ...
+
+
+@dataclass(frozen=True)
+class ChangeFeed:
+    """What changed since a cursor: the keys, the cursor to pass next time, and whether the feed
+    still held everything since the old cursor (False: forget every key of the topic)."""
+
+    keys: list[str]
+    cursor: int
+    complete: bool = True
 
 
 class Coordination(Protocol):
@@ -92,6 +106,20 @@ class Coordination(Protocol):
 
     def flag_clear(self, name: str) -> None:
         """Delete the flag ``name``. Raises redis.RedisError when Redis is down."""
+        ...
+
+    def changes_publish(self, topic: str, key: str) -> None:
+        """Tell every process that ``key`` of ``topic`` changed.
+
+        Raises redis.RedisError when Redis is down.
+        """
+        ...
+
+    def changes_since(self, topic: str, cursor: int | None) -> ChangeFeed:
+        """The keys of ``topic`` changed after ``cursor`` (None: none, just the current cursor).
+
+        Raises redis.RedisError when Redis is down.
+        """
         ...
 
 
@@ -149,7 +177,10 @@ class _RedisLease:
             return False
 
     def release(self) -> None:
-        with contextlib.suppress(redis.exceptions.LockError):
+        # Redis down (or restarted, the lease gone with it): the lease ends by its TTL anyway, and
+        # the work it guarded has happened; raising here would report that work as failed.
+        unreachable = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+        with contextlib.suppress(redis.exceptions.LockError, *unreachable):
             self._lock.release()
 
 
@@ -185,6 +216,35 @@ class ProductionCoordination:
 
     def flag_clear(self, name: str) -> None:
         self.redis.delete(self.key(name))
+
+    # The feed keeps the latest change of at most this many keys; a follower further behind than
+    # that is told to forget everything (ChangeFeed.complete False).
+    CHANGES_KEPT = 10_000
+    # One round trip: the sequence number, the key's latest change, and the trim.
+    _PUBLISH = """
+    local seq = redis.call('INCR', KEYS[2])
+    redis.call('ZADD', KEYS[1], seq, ARGV[1])
+    redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(tonumber(ARGV[2]) + 1))
+    return seq
+    """
+
+    def changes_publish(self, topic: str, key: str) -> None:
+        feed = self.key(f"changes:{topic}")
+        self.redis.eval(self._PUBLISH, 2, feed, feed + ":seq", key, self.CHANGES_KEPT)
+
+    def changes_since(self, topic: str, cursor: int | None) -> ChangeFeed:
+        feed = self.key(f"changes:{topic}")
+        if cursor is None:
+            return ChangeFeed([], int(self.redis.get(feed + ":seq") or 0))
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.get(feed + ":seq")
+        pipe.zrangebyscore(feed, f"({cursor}", "+inf")
+        pipe.zrange(feed, 0, 0, withscores=True)
+        pipe.zcard(feed)
+        seq, changed, oldest, size = pipe.execute()
+        now = int(seq or 0)
+        trimmed_past_cursor = size >= self.CHANGES_KEPT and bool(oldest) and oldest[0][1] > cursor + 1
+        return ChangeFeed([key.decode() for key in changed], now, complete=not trimmed_past_cursor)
 
 
 class _LocalLease:
@@ -248,6 +308,12 @@ class SingleProcessCoordination:
 
     def flag_clear(self, name: str) -> None:
         return None
+
+    def changes_publish(self, topic: str, key: str) -> None:
+        return None
+
+    def changes_since(self, topic: str, cursor: int | None) -> ChangeFeed:
+        return ChangeFeed([], 0)
 
 
 @functools.cache

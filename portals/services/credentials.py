@@ -5,12 +5,15 @@ from __future__ import annotations
 import functools
 from datetime import datetime, timedelta
 
-from django.conf import settings
 from django.utils import timezone
 
-from ..bitrix.exceptions import Bitrix24PortalUnavailable
+from portals.conf import app_settings
+
+from ..bitrix.exceptions import Bitrix24PortalDisabled, Bitrix24PortalUnavailable
 from ..models import Portal
 from .autonomous import commit_independently
+from .lifecycle import portal_domain_follow
+from .locks import portal_refresh_lock
 from .oauth import Clock
 from .tokens import (
     RefreshWhen,
@@ -70,15 +73,19 @@ class PortalCredentials:
         """The stored access token (read afresh), refreshed first when it expires within the margin.
 
         Raises Bitrix24InvalidGrant / Bitrix24PaymentRequired / Bitrix24PortalUnavailable at once
-        when the portal is not usable (the state says why), without any request.
+        when the portal is not usable (the state says why), Bitrix24PortalDisabled when an operator
+        disabled it, without any request.
         """
         # Read the row on every call: another process may have rotated the pair (a warm-up or
         # keep-alive refresh kills the old access token before it expires), and a primary-key
         # read costs far less than a REST call answered invalid_token.
         portal = self.reload()
         portal_raise_if_unusable(portal)
+        if portal.disabled_at is not None:
+            # Only calls stop: the keep-alive refresh (portal_tokens_refresh) still runs.
+            raise Bitrix24PortalDisabled(f"portal {portal.domain} is disabled by an operator")
         now = self._clock()
-        margin = timedelta(seconds=settings.BITRIX24_TOKEN_REFRESH_MARGIN)
+        margin = timedelta(seconds=app_settings.token_refresh_margin)
         if portal.access_token_expires_within(margin, now=now):
             self._portal = portal = commit_independently(
                 functools.partial(
@@ -104,9 +111,20 @@ class PortalCredentials:
         )
         portal_raise_if_unusable(self._portal)
 
+    def settle(self, stale_token: str) -> None:
+        """Wait for a refresh of this portal in progress (holding the refresh lease), then reload.
+
+        On portals where a rotation kills the old access token, a request sent with it just
+        before another process's refresh grant is refused before the new pair is committed.
+        """
+        if self.reload().access_token != stale_token:
+            return
+        with portal_refresh_lock(self.portal_id):
+            pass
+        self._portal = self.reload()
+
     def moved(self, new_domain: str) -> None:
         """Follow a rename once the OAuth server confirms ``new_domain`` is this member_id."""
-        from .lifecycle import portal_domain_follow
 
         self._portal = commit_independently(
             functools.partial(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
-from django.conf import settings
+from portals.conf import app_settings
 
 from ..bitrix.exceptions import Bitrix24ConfigError
 from ..bitrix.oauth import oauth_server_for
@@ -21,7 +21,7 @@ def normalise_member_id(member_id: object) -> str:
 
 
 def allowed_schemes() -> tuple[str, ...]:
-    return ("https", "http") if settings.BITRIX24_ALLOW_HTTP else ("https",)
+    return ("https", "http") if app_settings.allow_http else ("https",)
 
 
 def normalise_domain(domain: str) -> str:
@@ -55,5 +55,5 @@ def endpoints_check(*, domain: str, client_endpoint: str, server_endpoint: str) 
         raise Bitrix24ConfigError("client_endpoint must be <portal>/rest/")
     if urlsplit(server_endpoint or "").scheme not in allowed_schemes():
         raise Bitrix24ConfigError("server_endpoint must use https")
-    base = oauth_server_for(server_endpoint, settings.BITRIX24_OAUTH_SERVERS)
+    base = oauth_server_for(server_endpoint, app_settings.oauth_servers)
     return f"{client.scheme}://{domain}/rest/", base + "rest/"

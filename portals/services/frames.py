@@ -12,7 +12,6 @@ tokens serve this request alone, and replace the stored pair solely through
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from ..bitrix.exceptions import (
     InvalidInstallRequest,
     UnknownPortal,
 )
+from ..bitrix.inbound import FrameFields
 from ..models import Portal
 from .confirm import Identity, tokens_equal
 from .install import InstallClaim, install_claim_from_frame, install_verify, portal_store_verified
@@ -50,17 +50,12 @@ class Frame:
     lang: str
 
     @classmethod
-    def parse(cls, *, query: Mapping[str, Any], form: Mapping[str, Any]) -> Frame:
-        options_raw = form.get("PLACEMENT_OPTIONS") or ""
-        try:
-            options = json.loads(options_raw) if options_raw else {}
-        except ValueError:
-            options = {}
+    def from_fields(cls, fields: FrameFields) -> Frame:
         return cls(
-            claim=install_claim_from_frame(query=query, form=form),
-            placement=str(form.get("PLACEMENT") or "DEFAULT"),
-            placement_options=options if isinstance(options, Mapping) else {},
-            lang=str(query.get("LANG") or form.get("LANG") or "en")[:8],
+            claim=install_claim_from_frame(fields),
+            placement=fields.placement,
+            placement_options=fields.placement_options,
+            lang=fields.lang,
         )
 
 

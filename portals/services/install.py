@@ -14,11 +14,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from portals.conf import app_settings
+
 from ..bitrix.exceptions import Bitrix24Error, InvalidInstallRequest
+from ..bitrix.inbound import FrameFields
 from ..bitrix.oauth import TokenGrant
 from ..models import Portal
 from ..signals import portal_installed
@@ -73,26 +75,25 @@ def _first(*values: Any) -> str:
 
 def default_server_endpoint() -> str:
     """For frames of portals older than SERVER_ENDPOINT in the frame POST: the first allowed server."""
-    servers = settings.BITRIX24_OAUTH_SERVERS
+    servers = app_settings.oauth_servers
     if not servers:
         raise InvalidInstallRequest("no OAuth server is allowed (BITRIX24_OAUTH_SERVERS)")
     base = servers[0] if servers[0].endswith("/") else servers[0] + "/"
     return base + "rest/"
 
 
-def install_claim_from_frame(*, query: Mapping[str, Any], form: Mapping[str, Any]) -> InstallClaim:
-    """The claim of a frame POST (protocol §1.2): DOMAIN/PROTOCOL in the query, tokens in the body."""
-    domain = normalise_domain(_first(query.get("DOMAIN"), form.get("DOMAIN")))
-    https = _first(query.get("PROTOCOL"), form.get("PROTOCOL"), "1") != "0"
+def install_claim_from_frame(fields: FrameFields) -> InstallClaim:
+    """The claim of a frame POST (protocol §1.2)."""
+    domain = normalise_domain(fields.domain)
     return InstallClaim(
         source="frame",
-        member_id=normalise_member_id(form.get("member_id")),
+        member_id=normalise_member_id(fields.member_id),
         domain=domain,
-        client_endpoint=client_endpoint_for(domain, https=https) if domain else "",
-        server_endpoint=_first(form.get("SERVER_ENDPOINT")) or default_server_endpoint(),
-        access_token=_first(form.get("AUTH_ID")),
-        refresh_token=_first(form.get("REFRESH_ID")),
-        application_token=_first(form.get("APPLICATION_TOKEN")),
+        client_endpoint=client_endpoint_for(domain, https=fields.https) if domain else "",
+        server_endpoint=fields.server_endpoint or default_server_endpoint(),
+        access_token=fields.access_token,
+        refresh_token=fields.refresh_token,
+        application_token=fields.application_token,
     )
 
 

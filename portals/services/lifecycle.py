@@ -12,8 +12,9 @@ import logging
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
-from django.conf import settings
 from django.utils import timezone
+
+from portals.conf import app_settings
 
 from ..bitrix.exceptions import (
     Bitrix24ApiError,
@@ -69,7 +70,7 @@ def portal_uninstall(
         logger.warning("portal.uninstall_unconfirmed", extra={"member_id": current.member_id})
         return False
     now = clock()
-    grace = timedelta(hours=settings.BITRIX24_UNINSTALL_CLEAN_GRACE_HOURS)
+    grace = timedelta(hours=app_settings.uninstall_clean_grace_hours)
     with portal_locked(portal.pk) as portal:
         if portal.installed_at is not None and event_ts < portal.installed_at:
             return False  # reinstalled while app.info was being asked

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from django.conf import settings
+from portals.conf import app_settings
 
 from ..bitrix.exceptions import Bitrix24TransportError
 from .coordination import coordination
@@ -31,8 +31,8 @@ def portal_refresh_lock(portal_id: int) -> Iterator[None]:
     """
     lease = coordination().lease(
         refresh_lock_name(portal_id),
-        ttl=settings.BITRIX24_REFRESH_LOCK_TIMEOUT,
-        wait=settings.BITRIX24_REFRESH_LOCK_WAIT,
+        ttl=app_settings.refresh_lock_timeout,
+        wait=app_settings.refresh_lock_wait,
     )
     if lease is None:
         raise Bitrix24TransportError("timed out waiting for the portal's refresh lock", sent=False)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from django.conf import settings
 from django.utils import timezone
+
+from portals.conf import app_settings
 
 from ..bitrix.oauth import OAuthConfig, OAuthServer, oauth_server_for
 from ..models import Portal
@@ -21,15 +22,15 @@ def oauth_server(
 
     Without a client_id the marketplace registration from settings is used.
     """
-    base = oauth_server_for(server_endpoint, settings.BITRIX24_OAUTH_SERVERS)
+    base = oauth_server_for(server_endpoint, app_settings.oauth_servers)
     config = OAuthConfig(
-        client_id=client_id or settings.BITRIX24_CLIENT_ID,
-        client_secret=client_secret or settings.BITRIX24_CLIENT_SECRET,
-        ca_bundle=settings.BITRIX24_CA_BUNDLE,
-        connect_timeout=settings.BITRIX24_CONNECT_TIMEOUT,
+        client_id=client_id or app_settings.client_id,
+        client_secret=client_secret or app_settings.client_secret,
+        ca_bundle=app_settings.ca_bundle,
+        connect_timeout=app_settings.connect_timeout,
         # The OAuth server answers in milliseconds; REST's 65 s read timeout would only delay
         # the "outcome unknown" retry.
-        read_timeout=min(settings.BITRIX24_READ_TIMEOUT, 30.0),
+        read_timeout=min(app_settings.read_timeout, 30.0),
     )
     return OAuthServer(base, config, now=clock or timezone.now)
 

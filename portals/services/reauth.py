@@ -12,9 +12,10 @@ import logging
 import secrets
 from urllib.parse import urlsplit
 
-from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
+
+from portals.conf import app_settings
 
 from ..bitrix.exceptions import Bitrix24Error, InvalidInstallRequest
 from ..models import Portal
@@ -37,7 +38,7 @@ def portal_reauth_start(*, portal: Portal) -> str:
     cache.set(_state_key(state), portal.pk, STATE_TTL)
     # Development only (BITRIX24_ALLOW_HTTP): the browser goes to the portal over http, which a real
     # portal redirects to https and the sandbox to its http page (browsers refuse the sandbox's CA).
-    https = urlsplit(portal.client_endpoint).scheme != "http" and not settings.BITRIX24_ALLOW_HTTP
+    https = urlsplit(portal.client_endpoint).scheme != "http" and not app_settings.allow_http
     return portal_oauth_server(portal=portal).authorization_url(
         portal_domain=portal.domain, state=state, https=https
     )

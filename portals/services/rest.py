@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..bitrix.exceptions import Bitrix24InvalidToken, Bitrix24PortalUnavailable
+from ..bitrix.exceptions import Bitrix24InvalidToken, Bitrix24PortalMoved, Bitrix24PortalUnavailable
+from .shared_client import client_for_credentials
 
 
 @dataclass(frozen=True)
@@ -38,8 +39,10 @@ class TokenCredentials:
     def refresh(self, stale_token: str | None) -> None:
         raise Bitrix24InvalidToken("expired_token", "a request's own token cannot be refreshed")
 
+    def settle(self, stale_token: str) -> None:
+        return None  # a request's own token: nothing rotates it here
+
     def moved(self, new_domain: str) -> None:
-        from ..bitrix.exceptions import Bitrix24PortalMoved
 
         raise Bitrix24PortalMoved(new_domain, member_id=self.member_id)
 
@@ -49,6 +52,5 @@ class TokenCredentials:
 
 def rest_call(*, credentials: TokenCredentials, method: str, params: dict[str, Any] | None = None) -> Any:
     """One REST call through the shared client (the portal's bucket); returns ``result``."""
-    from .client import client_for_credentials
 
     return client_for_credentials(credentials=credentials, concurrency=1).call(method, params or {})

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from django.core.cache import cache
 
+from ..models import Portal
+from ..signals import portal_setup_recorded
+
 SETUP_DONE, SETUP_FAILED, SETUP_PENDING = "done", "failed", "pending"
 SETUP_STATE_TTL = 3600
 
@@ -24,6 +27,7 @@ def portal_setup_record(*, portal_id: int, installed_at: float | None, state: st
     if current and (current.get("installed_at") or 0) > (installed_at or 0):
         return  # a setup for a later install finished first: its outcome stands
     cache.set(_key(portal_id), {"installed_at": installed_at, "state": state}, SETUP_STATE_TTL)
+    portal_setup_recorded.send(sender=Portal, portal_id=portal_id, state=state)
 
 
 def portal_setup_state(*, portal_id: int, installed_at: float) -> str:

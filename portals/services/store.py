@@ -241,6 +241,17 @@ def portal_uninstall_record(
     portal.save()
 
 
+def portal_disabled_record(*, portal_id: int, disabled: bool, now: datetime) -> Portal:
+    """An operator disabled (or enabled again) the portal; its lifecycle state is left as it is."""
+    with portal_locked(portal_id) as portal:
+        if (portal.disabled_at is not None) == disabled:
+            return portal
+        portal.disabled_at = now if disabled else None
+        portal.save(update_fields=["disabled_at", "updated_at"])
+    logger.info("portal.disabled" if disabled else "portal.enabled", extra={"member_id": portal.member_id})
+    return portal
+
+
 def portal_data_deleted_record(portal: Portal) -> None:
     """The pending data deletion of the locked ``portal`` was carried out."""
     portal.data_delete_after = None

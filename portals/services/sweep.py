@@ -16,8 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.conf import settings
 from django.db.models import F, Q
+
+from portals.conf import app_settings
 
 from ..models import Portal
 
@@ -29,16 +30,16 @@ class SweepPlan:
 
 
 def warm_window() -> timedelta:
-    return timedelta(minutes=settings.BITRIX24_WARM_WORK_MINUTES)
+    return timedelta(minutes=app_settings.warm_work_minutes)
 
 
 def dormant_age() -> timedelta:
-    return timedelta(days=settings.BITRIX24_DORMANT_REFRESH_DAYS)
+    return timedelta(days=app_settings.dormant_refresh_days)
 
 
 def portals_to_warm(*, now: datetime, limit: int) -> list[int]:
     """Active portals with work due within the window whose token expires before the work runs."""
-    margin = timedelta(seconds=settings.BITRIX24_TOKEN_REFRESH_MARGIN)
+    margin = timedelta(seconds=app_settings.token_refresh_margin)
     rows = (
         Portal.objects.active()
         .with_work_due_before(now + warm_window())
@@ -61,7 +62,7 @@ def portals_to_keep_alive(*, now: datetime, limit: int) -> list[int]:
 
 
 def portals_sweep_plan(*, now: datetime, limit: int | None = None) -> SweepPlan:
-    limit = limit or settings.BITRIX24_TOKEN_SWEEP_BATCH
+    limit = limit or app_settings.token_sweep_batch
     warm = portals_to_warm(now=now, limit=limit)
     keepalive = [pk for pk in portals_to_keep_alive(now=now, limit=limit) if pk not in set(warm)]
     return SweepPlan(warm=warm, keepalive=keepalive)

@@ -22,9 +22,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.conf import settings
 from django.utils import timezone
 
+from portals.conf import app_settings
+
+from ..bitrix import metrics
 from ..bitrix.exceptions import (
     Bitrix24AuthError,
     Bitrix24InvalidGrant,
@@ -135,14 +137,17 @@ def portal_tokens_refresh(
                 grant = _refresh_grant(server, portal)
             except (Bitrix24TransportError, Bitrix24ServerError):
                 logger.warning("portal.refresh_unanswered", extra={"member_id": portal.member_id})
+                metrics.token_refresh("unanswered", portal=portal.member_id)
                 raise
             except Bitrix24AuthError as e:
                 portal_refusal_record(portal, e, source="refresh refused", now=now)
+                metrics.token_refresh(type(e).__name__, portal=portal.member_id)
                 failure = e
             else:
                 portal_grant_record(portal, grant, cause=Cause.REFRESHED, now=now)
                 extra = {"member_id": portal.member_id, "reason": reason}
                 logger.info("portal.tokens_refreshed", extra=extra)
+                metrics.token_refresh("refreshed", portal=portal.member_id)
                 return portal
         # Outside the atomic block, so the recorded state is committed before the error travels.
         raise failure
@@ -155,7 +160,7 @@ def _refresh_grant(server: OAuthServer, portal: Portal) -> TokenGrant:
     outcome unknown (timeout, 5xx): retried once with the same refresh token; invalid_grant on that
     retry means the first attempt rotated the pair and its answer was lost.
     """
-    delays = CONNECT_BACKOFF.delays(max(0, settings.BITRIX24_REFRESH_CONNECT_ATTEMPTS - 1))
+    delays = CONNECT_BACKOFF.delays(max(0, app_settings.refresh_connect_attempts - 1))
     retried_unknown = False
     while True:
         try:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from django.conf import settings
 from django.http import HttpResponse
+
+from portals.conf import app_settings
 
 from ..models import Portal
 
@@ -27,7 +28,7 @@ def frame_ancestors(portal: Portal) -> list[str]:
     https one, because browsers don't trust its self-signed CA.
     """
     sources = [portal_origin(portal)]
-    if settings.BITRIX24_ALLOW_HTTP:
+    if app_settings.allow_http:
         host = urlsplit(f"//{portal.domain}").hostname
         if host:
             sources.append(f"http://[{host}]:*" if ":" in host else f"http://{host}:*")

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 from urllib.parse import urlencode
 
-from django.conf import settings
 from django.core import signing
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
@@ -14,12 +14,16 @@ from django.views.decorators.clickjacking import xframe_options_exempt
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from ..bitrix.events import parse_event_body
+from portals.conf import app_settings
+
+from ..bitrix.events import event_credentials, parse_event_fields
 from ..bitrix.exceptions import Bitrix24InboundError
+from ..bitrix.inbound import split_form
 from ..services.frames import Frame
 from ..services.install import install_claim_from_event, portal_install
 from ..services.setup import portal_setup_state
 from .framing import framed_by
+from .inbound import form_body, frame_fields
 from .refusals import log_refusal, refusal_page
 
 logger = logging.getLogger(__name__)
@@ -33,12 +37,14 @@ STATUS_MAX_AGE = 3600  # seconds an installer page may keep asking
 @require_POST
 def install(request: HttpRequest) -> HttpResponse:
     """Frame POST → verified install → a page that calls installFinish. ONAPPINSTALL → 200 "OK"."""
-    if request.POST.get("event", "").upper() == "ONAPPINSTALL":
-        return _install_event(request)
-    member_id = request.POST.get("member_id", "")
+    member_id = ""
     try:
-        frame = Frame.parse(query=request.GET, form=request.POST)
-        portal = portal_install(claim=frame.claim)
+        form = split_form(form_body(request), empty_ok=True)
+        if str(form.get("event", "")).upper() == "ONAPPINSTALL":
+            return _install_event(request, form)
+        fields = frame_fields(request)
+        member_id = fields.member_id
+        portal = portal_install(claim=Frame.from_fields(fields).claim)
     except Bitrix24InboundError as e:
         return refusal_page(request, e, kind="install", member_id=member_id)
     # The page calls installFinish only once our events are bound (protocol §1.3: the one-off setup
@@ -47,7 +53,7 @@ def install(request: HttpRequest) -> HttpResponse:
     token = signing.dumps({"portal": portal.pk, "installed_at": installed_at}, salt=STATUS_SALT)
     context = {
         "portal": portal,
-        "js_sdk_url": settings.BITRIX24_JS_SDK_URL,
+        "js_sdk_url": app_settings.js_sdk_url,
         "status_url": reverse("portals:install_status") + "?" + urlencode({"token": token}),
     }
     return framed_by(render(request, "portals/install.html", context), portal)
@@ -65,10 +71,11 @@ def install_status(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"state": state}, headers={"Cache-Control": "no-store"})
 
 
-def _install_event(request: HttpRequest) -> HttpResponse:
+def _install_event(request: HttpRequest, form: dict[str, Any]) -> HttpResponse:
     try:
-        # The strict form parser of every event (UTF-8, bounded, ts and tokens required).
-        payload = parse_event_body(request.body)
+        # Parsed as every event is (ts and tokens required).
+        event_credentials(form)
+        payload = parse_event_fields(form)
         portal_install(claim=install_claim_from_event({"auth": {**payload.auth, **payload.secrets}}))
     except Bitrix24InboundError as e:
         log_refusal(request, e, kind="install")

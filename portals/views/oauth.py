@@ -10,10 +10,16 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET
 
-from ..bitrix.exceptions import AdministratorRequired, Bitrix24ConfigError, InvalidInstallRequest
+from ..bitrix.exceptions import (
+    AdministratorRequired,
+    Bitrix24ConfigError,
+    InvalidInstallRequest,
+    MalformedRequest,
+)
 from ..models import Portal
 from ..services.frames import frame_session_from_signed
 from ..services.reauth import portal_reauth_complete, portal_reauth_start
+from .inbound import oauth_callback_fields
 from .refusals import refusal_page
 
 logger = logging.getLogger(__name__)
@@ -60,12 +66,13 @@ def _redirect(portal: Portal) -> HttpResponse:
 @require_GET
 def oauth_callback(request: HttpRequest) -> HttpResponse:
     """Bitrix24 redirects here with code, state, domain, member_id, scope, server_domain."""
+    member_id = ""
     try:
+        callback = oauth_callback_fields(request)
+        member_id = callback.member_id
         portal = portal_reauth_complete(
-            state=request.GET.get("state", ""),
-            code=request.GET.get("code", ""),
-            member_id=request.GET.get("member_id", ""),
+            state=callback.state, code=callback.code, member_id=callback.member_id
         )
-    except InvalidInstallRequest as e:
-        return refusal_page(request, e, kind="oauth", member_id=request.GET.get("member_id", ""))
+    except (InvalidInstallRequest, MalformedRequest) as e:
+        return refusal_page(request, e, kind="oauth", member_id=member_id)
     return render(request, "portals/reauthorised.html", {"portal": portal})

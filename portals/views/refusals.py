@@ -12,6 +12,8 @@ import logging
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
+from bitrix_app.client_ip import client_ip
+
 from ..bitrix.exceptions import AdministratorRequired, Bitrix24InboundError
 from ..models import Portal
 from ..refusals import RefusalLog
@@ -25,7 +27,7 @@ _logs = {kind: RefusalLog(logger, f"portal.{kind}_refused") for kind in ("instal
 
 def log_refusal(request: HttpRequest, error: Bitrix24InboundError, *, kind: str) -> None:
     """Log a refused install, frame or OAuth request (rate-limited), with its detail."""
-    remote = request.META.get("REMOTE_ADDR", "")
+    remote = client_ip(request)
     _logs[kind](type(error).__name__, error.http_status, remote, context={"detail": str(error)})
 
 
@@ -41,7 +43,7 @@ def refusal_page(
     extra = {
         "cause": type(error).__name__,
         "reason": str(error),
-        "remote": request.META.get("REMOTE_ADDR", ""),
+        "remote": client_ip(request),
     }
     logger.warning(f"portal.{kind}_refused", extra=extra)
     response = render(request, "portals/refused.html", {"reason": reason}, status=error.http_status)

@@ -50,6 +50,25 @@ KNOWN_PLACEMENTS = frozenset(
 )
 _PLACEMENT_CODE = re.compile(r"^[A-Z0-9_]+$")
 
+# The scope each placement is declared in ("Additional Scope" of RD api-reference/widgets/placements.md);
+# None: a global placement, offered to every app.
+PLACEMENT_SCOPES: dict[str, str | None] = {
+    code: "crm" if code.startswith("CRM_") else "user" if code.startswith("USER_PROFILE_") else None
+    for code in KNOWN_PLACEMENTS
+}
+
+
+def placement_list(params: Mapping[str, Any], *, granted: frozenset[str]) -> list[str]:
+    """placement.list (RD api-reference/widgets/placement-list.md): ``SCOPE`` narrows to that
+    scope's placements; else ``FULL`` lists every placement; else the app's scopes' and the global
+    ones."""
+    scope = _text(params, "SCOPE", "scope").lower()
+    if scope:
+        return sorted(code for code, owner in PLACEMENT_SCOPES.items() if owner == scope)
+    if _text(params, "FULL", "full").lower() in ("1", "true", "y"):
+        return sorted(PLACEMENT_SCOPES)
+    return sorted(code for code, owner in PLACEMENT_SCOPES.items() if owner is None or owner in granted)
+
 
 @dataclass
 class EventHandler:

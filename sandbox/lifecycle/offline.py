@@ -194,6 +194,11 @@ class OfflineQueue:
         """event.offline.get: select waiting records; clear=1 deletes them, clear=0 reserves them.
 
         `extended` is the rest_offline_extended feature: without it the reserve mode is refused.
+        Reserved records go under the caller's `process_id` when it passes one (RD: "to select more
+        unprocessed records from the current process"), else under a new one. A reserved record is
+        never selected again, not even for its own `process_id`: the docs are silent on that, so the
+        sandbox gives a consumer that lost a batch only what it can count on, `event.offline.list`
+        (which shows the batch under its PROCESS_ID) and `event.offline.clear` / `.error`.
         """
         clear = _as_int(params.get("clear"), 1)
         limit = max(0, _as_int(params.get("limit"), DEFAULT_GET_LIMIT))

@@ -118,8 +118,8 @@ def placement_get(call: Call) -> list[dict[str, Any]]:
 
 @method("placement.list", scope="placement", app_only=True)
 def placement_list(call: Call) -> list[str]:
-    """Placement codes available to the app (placement.list)."""
-    return sorted(bindings.KNOWN_PLACEMENTS)
+    """Placement codes available to the app (placement.list), by SCOPE / FULL as documented."""
+    return bindings.placement_list(call.params, granted=call.auth.scope)
 
 
 @method("event.test", scope=None, app_only=True)

@@ -1,5 +1,5 @@
 """Built-in REST methods; importing this package registers them."""
 
-from sandbox.methods import crm, system, users
+from sandbox.methods import crm, im, items, system, users
 
-__all__ = ["crm", "system", "users"]
+__all__ = ["crm", "im", "items", "system", "users"]

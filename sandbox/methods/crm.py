@@ -1,24 +1,19 @@
 """CRM methods as Bitrix24 has them: deals, leads, contacts, companies (list/get/add/update/
-delete/fields), statuses and currencies. Rows keep Bitrix24's string values; every write calls
-``call.changed`` so the data-change subscribers (events) hear about it."""
+delete/fields), statuses, currencies (with their base and localizations) and crm.type.list. Rows
+keep Bitrix24's string values; every write calls ``call.changed`` so the data-change subscribers
+(events) hear about it. Field lists are the docs' (``fieldlists``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sandbox.methods.listing import list_rows, list_table
-from sandbox.registry import Call, RestError, method
-from sandbox.seed import bitrix_datetime
+from sandbox.methods import fieldlists
+from sandbox.methods.listing import checked_order, list_rows, list_table, param
+from sandbox.registry import Call, ListPage, RestError, method
+from sandbox.seed import bitrix_datetime, currency_localization
 from sandbox.store import EntityTable, Row
 
 ENTITIES = {"deal": "DEAL", "lead": "LEAD", "contact": "CONTACT", "company": "COMPANY"}
-# Fields whose values are references to crm.status entries (type crm_status + statusType).
-STATUS_FIELDS = {
-    "deal": {"STAGE_ID": "DEAL_STAGE", "TYPE_ID": "DEAL_TYPE", "SOURCE_ID": "SOURCE"},
-    "lead": {"STATUS_ID": "STATUS", "SOURCE_ID": "SOURCE"},
-    "contact": {"TYPE_ID": "CONTACT_TYPE", "SOURCE_ID": "SOURCE"},
-    "company": {"COMPANY_TYPE": "COMPANY_TYPE", "INDUSTRY": "INDUSTRY"},
-}
 READ_ONLY = {
     "ID",
     "DATE_CREATE",
@@ -39,25 +34,15 @@ READ_ONLY = {
 }
 
 
-def standard_fields(call: Call, entity: str) -> list[str]:
-    table = call.portal.table(entity)
-    sample = table.get(1) if table.generated else None
-    if sample is None:
-        sample = _blank(call, entity)
-    return [k for k in sample if not k.startswith("UF_")]
+def standard_fields(entity: str) -> list[str]:
+    """The fields ``select: ["*"]`` (or no select) returns for ``entity``."""
+    return list(fieldlists.standard(entity))
 
 
-def _blank(call: Call, entity: str) -> Row:
-    from sandbox.seed import company_generator, contact_generator, deal_generator, lead_generator
-
-    users = [call.portal.admin_user_id]
-    generator = {
-        "deal": lambda: deal_generator(0, users, 1, 1),
-        "lead": lambda: lead_generator(0, users),
-        "contact": lambda: contact_generator(0, users, 1),
-        "company": lambda: company_generator(0, users),
-    }[entity]()
-    return generator(1)
+# Multiple fields of the communication kind (type crm_multifield): lists of
+# {ID, VALUE_TYPE, VALUE, TYPE_ID}, returned by get only when set.
+MULTIFIELDS = ("PHONE", "EMAIL", "WEB", "IM", "LINK")
+HAS_FLAGS = {"PHONE": "HAS_PHONE", "EMAIL": "HAS_EMAIL"}
 
 
 def _id(call: Call) -> int:
@@ -91,9 +76,70 @@ def _stringify(value: Any) -> Any:
 MONEY_FIELDS = {"OPPORTUNITY", "TAX_VALUE", "REVENUE"}
 
 
-def _apply(row: Row, fields: dict[str, Any], standard: list[str]) -> None:
+def _multifield(call: Call, row: Row, key: str, value: Any) -> None:
+    """Apply PHONE/EMAIL/... values: new entries get an ID; ``{"ID": n, "VALUE": ...}`` changes
+    entry n and ``{"ID": n, "DELETE": "Y"}`` removes it, as crm.contact.update documents."""
+    if not isinstance(value, list | dict):
+        raise RestError("", f"Field {key} must be an array.", 400)
+    items = list(value.values()) if isinstance(value, dict) else value
+    current = {str(e["ID"]): dict(e) for e in row.get(key) or []}
+    for item in items:
+        if not isinstance(item, dict):
+            raise RestError("", f"Field {key} must be an array of values.", 400)
+        entry_id = str(item.get("ID") or "")
+        if entry_id and entry_id in current:
+            if str(item.get("DELETE", "")).upper() == "Y":
+                del current[entry_id]
+                continue
+            current[entry_id].update(
+                {k: str(item[k]) for k in ("VALUE", "VALUE_TYPE") if item.get(k) not in (None, "")}
+            )
+            continue
+        if item.get("VALUE") in (None, ""):
+            continue
+        counter = call.portal.extra.get("multifield_id", 0) + 1
+        call.portal.extra["multifield_id"] = counter
+        current[str(counter)] = {
+            "ID": str(counter),
+            "VALUE_TYPE": str(item.get("VALUE_TYPE") or "WORK"),
+            "VALUE": str(item["VALUE"]),
+            "TYPE_ID": key,
+        }
+    row[key] = list(current.values()) or None
+    flag = HAS_FLAGS.get(key)
+    if flag and flag in row:
+        row[flag] = "Y" if row[key] else "N"
+    if key == "IM" and "HAS_IMOL" in row:
+        row["HAS_IMOL"] = "Y" if any(e["VALUE_TYPE"] == "IMOL" for e in row[key] or []) else "N"
+
+
+def _id_list(key: str, value: Any) -> list[str]:
+    items = list(value.values()) if isinstance(value, dict) else value if isinstance(value, list) else [value]
+    ids = []
+    for item in items:
+        try:
+            number = int(str(item))
+        except (TypeError, ValueError):
+            raise RestError("", f"Field {key} must be a list of ids.", 400)
+        if number > 0:
+            ids.append(str(number))
+    return ids
+
+
+def _apply(call: Call, row: Row, fields: dict[str, Any], entity: str) -> None:
+    standard = standard_fields(entity)
+    multiple = fieldlists.multiple(entity)
     for key, value in fields.items():
         if key in READ_ONLY:
+            continue
+        if key in multiple:
+            if key in MULTIFIELDS:
+                _multifield(call, row, key, value)
+            else:
+                row[key] = _id_list(key, value)
+                if key == "CONTACT_IDS" and "CONTACT_ID" in standard:
+                    # The single CONTACT_ID is the first of the deal's (or lead's) contacts.
+                    row["CONTACT_ID"] = row[key][0] if row[key] else None
             continue
         if key in MONEY_FIELDS and value not in (None, ""):
             try:
@@ -104,18 +150,28 @@ def _apply(row: Row, fields: dict[str, Any], standard: list[str]) -> None:
             row[key] = _stringify(value)
 
 
+def full_row(row: Row, entity: str) -> Row:
+    """A row as ``*.get`` answers it: every standard field (null when unset), the user fields,
+    and the communication fields that are set."""
+    shown = {k: row.get(k) for k in standard_fields(entity)}
+    shown.update({k: v for k, v in row.items() if k.startswith("UF_")})
+    shown.update({k: row[k] for k in MULTIFIELDS if row.get(k)})
+    return shown
+
+
 def _get(call: Call, entity: str) -> Row:
     row = call.portal.table(entity).get(_id(call))
     if row is None:
         raise RestError("", "Not found", 400)
     call.charge(call.sandbox.config.cost.per_row)
-    return dict(row)
+    return full_row(row, entity)
 
 
-def _add(call: Call, entity: str) -> int:
+def entity_add(call: Call, entity: str, fields: dict[str, Any]) -> int:
+    """Store a new ``entity`` row from upper-case ``fields`` (the docs' defaults filled in) and
+    announce it; returns its id. Shared by crm.<entity>.add and crm.item.add."""
     table: EntityTable = call.portal.table(entity)
-    standard = standard_fields(call, entity)
-    fields = _fields(call)
+    standard = standard_fields(entity)
     now = bitrix_datetime(call.sandbox.clock.time())
     user = str(call.auth.user_id)
     row: Row = {k: None for k in standard}
@@ -148,7 +204,7 @@ def _add(call: Call, entity: str) -> int:
     for flag in ("HAS_PHONE", "HAS_EMAIL", "HAS_IMOL"):
         if flag in row:
             row[flag] = "N"
-    _apply(row, fields, standard)
+    _apply(call, row, fields, entity)
     row_id = table.insert(row)
     if entity in ("deal", "lead") and not row.get("TITLE"):
         row["TITLE"] = f"{entity.title()} #{row_id}"
@@ -158,14 +214,14 @@ def _add(call: Call, entity: str) -> int:
     return row_id
 
 
-def _update(call: Call, entity: str) -> bool:
+def entity_update(call: Call, entity: str, row_id: int, fields: dict[str, Any]) -> bool:
+    """Change row ``row_id`` of ``entity`` (False when there is none) and announce it."""
     table = call.portal.table(entity)
-    row_id = _id(call)
     row = table.get(row_id)
     if row is None:
-        raise RestError("", "Not found", 400)
+        return False
     changed = dict(row)
-    _apply(changed, _fields(call), standard_fields(call, entity))
+    _apply(call, changed, fields, entity)
     changed["DATE_MODIFY"] = bitrix_datetime(call.sandbox.clock.time())
     changed["MODIFY_BY_ID"] = str(call.auth.user_id)
     if entity == "deal" and changed.get("STAGE_ID") != row.get("STAGE_ID"):
@@ -178,61 +234,12 @@ def _update(call: Call, entity: str) -> bool:
     return True
 
 
-def _delete(call: Call, entity: str) -> bool:
-    row_id = _id(call)
+def entity_delete(call: Call, entity: str, row_id: int) -> bool:
+    """Delete row ``row_id`` of ``entity`` (False when there is none) and announce it."""
     if not call.portal.table(entity).delete(row_id):
-        raise RestError("", "Not found", 400)
+        return False
     call.changed(f"ONCRM{ENTITIES[entity]}DELETE", row_id)
     return True
-
-
-def _field_type(entity: str, field: str) -> dict[str, Any]:
-    status_type = STATUS_FIELDS[entity].get(field)
-    if status_type:
-        return {"type": "crm_status", "statusType": status_type}
-    if field == "ID" or field.endswith("_ID") and field not in ("CURRENCY_ID", "ORIGIN_ID", "ORIGINATOR_ID"):
-        if field.endswith("_BY_ID") or field in ("ASSIGNED_BY_ID", "LAST_ACTIVITY_BY"):
-            return {"type": "user"}
-        if field == "CURRENCY_ID":
-            return {"type": "crm_currency"}
-        return {"type": "integer"}
-    if field.startswith("DATE_") or field in ("BEGINDATE", "CLOSEDATE", "MOVED_TIME", "LAST_ACTIVITY_TIME"):
-        return {"type": "datetime" if field != "BEGINDATE" and field != "CLOSEDATE" else "date"}
-    if field in ("OPPORTUNITY", "TAX_VALUE", "REVENUE"):
-        return {"type": "double"}
-    if field in (
-        "OPENED",
-        "CLOSED",
-        "IS_NEW",
-        "IS_RECURRING",
-        "EXPORT",
-        "IS_MY_COMPANY",
-        "IS_MANUAL_OPPORTUNITY",
-        "IS_RETURN_CUSTOMER",
-        "IS_REPEATED_APPROACH",
-        "HAS_PHONE",
-        "HAS_EMAIL",
-        "HAS_IMOL",
-    ):
-        return {"type": "char"}
-    if field == "CURRENCY_ID":
-        return {"type": "crm_currency"}
-    return {"type": "string"}
-
-
-def _describe(call: Call, entity: str) -> dict[str, Any]:
-    fields = {}
-    for field in standard_fields(call, entity):
-        fields[field] = {
-            **_field_type(entity, field),
-            "isRequired": False,
-            "isReadOnly": field in READ_ONLY,
-            "isImmutable": field == "ID",
-            "isMultiple": False,
-            "isDynamic": False,
-            "title": field.replace("_", " ").title(),
-        }
-    return fields
 
 
 def _register(entity: str) -> None:
@@ -240,7 +247,7 @@ def _register(entity: str) -> None:
 
     @method(f"{prefix}.list", scope="crm")
     def list_(call: Call) -> Any:
-        return list_table(call, call.portal.table(entity), standard_fields(call, entity))
+        return list_table(call, call.portal.table(entity), standard_fields(entity))
 
     @method(f"{prefix}.get", scope="crm")
     def get(call: Call) -> Any:
@@ -248,19 +255,23 @@ def _register(entity: str) -> None:
 
     @method(f"{prefix}.add", scope="crm", write=True)
     def add(call: Call) -> Any:
-        return _add(call, entity)
+        return entity_add(call, entity, _fields(call))
 
     @method(f"{prefix}.update", scope="crm", write=True)
     def update(call: Call) -> Any:
-        return _update(call, entity)
+        if not entity_update(call, entity, _id(call), _fields(call)):
+            raise RestError("", "Not found", 400)
+        return True
 
     @method(f"{prefix}.delete", scope="crm", write=True)
     def delete(call: Call) -> Any:
-        return _delete(call, entity)
+        if not entity_delete(call, entity, _id(call)):
+            raise RestError("", "Not found", 400)
+        return True
 
     @method(f"{prefix}.fields", scope="crm")
     def fields(call: Call) -> Any:
-        return _describe(call, entity)
+        return fieldlists.field_list(entity)
 
 
 for _entity in ENTITIES:
@@ -269,19 +280,7 @@ for _entity in ENTITIES:
 
 # --- statuses -----------------------------------------------------------------------------------
 
-STATUS_STANDARD = [
-    "ID",
-    "ENTITY_ID",
-    "STATUS_ID",
-    "NAME",
-    "NAME_INIT",
-    "SORT",
-    "SYSTEM",
-    "CATEGORY_ID",
-    "COLOR",
-    "SEMANTICS",
-    "EXTRA",
-]
+STATUS_STANDARD = list(fieldlists.standard("status"))
 STATUS_ENTITY_TYPES = [
     ("STATUS", "Lead statuses"),
     ("SOURCE", "Sources"),
@@ -364,18 +363,7 @@ def status_delete(call: Call) -> Any:
 
 @method("crm.status.fields", scope="crm")
 def status_fields(call: Call) -> Any:
-    return {
-        f: {
-            "type": "integer" if f in ("ID", "SORT") else "string",
-            "isRequired": f in ("ENTITY_ID", "STATUS_ID", "NAME"),
-            "isReadOnly": f in ("ID", "SYSTEM", "NAME_INIT"),
-            "isImmutable": f in ("ENTITY_ID", "STATUS_ID"),
-            "isMultiple": False,
-            "isDynamic": False,
-            "title": f.replace("_", " ").title(),
-        }
-        for f in STATUS_STANDARD
-    }
+    return fieldlists.field_list("status")
 
 
 @method("crm.status.entity.types", scope="crm")
@@ -392,20 +380,7 @@ def status_entity_items(call: Call) -> Any:
 
 # --- currencies ---------------------------------------------------------------------------------
 
-CURRENCY_STANDARD = [
-    "CURRENCY",
-    "AMOUNT_CNT",
-    "AMOUNT",
-    "SORT",
-    "BASE",
-    "FULL_NAME",
-    "LID",
-    "FORMAT_STRING",
-    "DEC_POINT",
-    "THOUSANDS_SEP",
-    "DECIMALS",
-    "DATE_UPDATE",
-]
+CURRENCY_STANDARD = list(fieldlists.standard("currency"))
 
 
 def _currency_id(call: Call) -> str:
@@ -453,7 +428,7 @@ def currency_add(call: Call) -> Any:
         "THOUSANDS_SEP": ",",
         "DECIMALS": "2",
         "DATE_UPDATE": bitrix_datetime(call.sandbox.clock.time()),
-        "LANG": lang or {"en": {"FULL_NAME": full_name, "FORMAT_STRING": f"# {code}"}},
+        "LANG": lang or {"en": currency_localization(full_name, f"# {code}", 2)},
     }
     return code
 
@@ -486,18 +461,7 @@ def currency_delete(call: Call) -> Any:
 
 @method("crm.currency.fields", scope="crm")
 def currency_fields(call: Call) -> Any:
-    return {
-        f: {
-            "type": "string" if f not in ("AMOUNT_CNT", "SORT", "DECIMALS") else "integer",
-            "isRequired": f == "CURRENCY",
-            "isReadOnly": f in ("BASE", "DATE_UPDATE"),
-            "isImmutable": f == "CURRENCY",
-            "isMultiple": False,
-            "isDynamic": False,
-            "title": f.replace("_", " ").title(),
-        }
-        for f in CURRENCY_STANDARD
-    }
+    return fieldlists.field_list("currency")
 
 
 @method("crm.currency.base.get", scope="crm")
@@ -506,3 +470,98 @@ def currency_base_get(call: Call) -> Any:
         if row["BASE"] == "Y":
             return code
     return ""
+
+
+def _crm_settings_admin(call: Call) -> None:
+    """Currency settings need "access to modify CRM settings": the administrator, in the sandbox."""
+    if not call.is_admin:
+        raise RestError("", "Access denied.", 400)
+
+
+def _currency_param(call: Call) -> str:
+    value = call.params.get("id", call.params.get("ID"))
+    if not value or not isinstance(value, str):
+        raise RestError("", "The parameter id is invalid or not defined.", 400)
+    return value.upper()
+
+
+@method("crm.currency.base.set", scope="crm", write=True)
+def currency_base_set(call: Call) -> Any:
+    """Make a currency the base one (RD crm/currency/crm-currency-base-set.md); false when there
+    is no such currency ("could not be completed, but there is no error")."""
+    _crm_settings_admin(call)
+    code = _currency_param(call)
+    if code not in call.portal.currencies:
+        return False
+    for other, row in call.portal.currencies.items():
+        row["BASE"] = "Y" if other == code else "N"
+    return True
+
+
+LOCALIZATION_FIELDS = list(fieldlists.field_list("currency_localization"))
+
+
+@method("crm.currency.localizations.get", scope="crm")
+def currency_localizations_get(call: Call) -> Any:
+    """A currency's localizations by language (RD .../crm-currency-localizations-get.md); an
+    unknown currency has none."""
+    _crm_settings_admin(call)
+    row = call.portal.currencies.get(_currency_param(call))
+    return dict(row.get("LANG") or {}) if row else []
+
+
+@method("crm.currency.localizations.set", scope="crm", write=True)
+def currency_localizations_set(call: Call) -> Any:
+    """Add or change localizations; languages not given stay (RD .../crm-currency-localizations-
+    set.md). False when nothing was given or the currency doesn't exist."""
+    _crm_settings_admin(call)
+    row = call.portal.currencies.get(_currency_param(call))
+    given = call.params.get("localizations")
+    if row is None or not isinstance(given, dict) or not given:
+        return False
+    lang = row.setdefault("LANG", {})
+    for language, values in given.items():
+        if not isinstance(values, dict):
+            raise RestError("", f"Localization {str(language)[:8]} must be an object.", 400)
+        current = lang.setdefault(
+            str(language), currency_localization(row["CURRENCY"], f"# {row['CURRENCY']}", 2)
+        )
+        current.update({k: _stringify(v) for k, v in values.items() if k in LOCALIZATION_FIELDS})
+    if "en" in given and "FULL_NAME" in given["en"]:
+        row["FULL_NAME"] = str(given["en"]["FULL_NAME"])
+    row["DATE_UPDATE"] = bitrix_datetime(call.sandbox.clock.time())
+    return True
+
+
+@method("crm.currency.localizations.delete", scope="crm", write=True)
+def currency_localizations_delete(call: Call) -> Any:
+    """Delete the localizations of the languages in ``lids``; false when none was deleted."""
+    _crm_settings_admin(call)
+    row = call.portal.currencies.get(_currency_param(call))
+    lids = call.params.get("lids")
+    languages = [str(x) for x in (lids.values() if isinstance(lids, dict) else lids or [])]
+    if row is None or not languages:
+        return False
+    lang = row.get("LANG") or {}
+    removed = [language for language in languages if lang.pop(language, None) is not None]
+    return bool(removed)
+
+
+@method("crm.currency.localizations.fields", scope="crm")
+def currency_localizations_fields(call: Call) -> Any:
+    _crm_settings_admin(call)
+    return fieldlists.field_list("currency_localization")
+
+
+# --- smart processes ----------------------------------------------------------------------------
+
+
+@method("crm.type.list", scope="crm")
+def type_list(call: Call) -> Any:
+    """The portal's smart processes (RD crm/universal/user-defined-object-types/crm-type-list.md):
+    a fresh account has none, and the sandbox doesn't emulate creating them. CRM administrators
+    only; ``order`` directions are checked as documented."""
+    if not call.is_admin:
+        raise RestError("ACCESS_DENIED", "Access denied", 400)
+    checked_order(param(call.params, "order"))
+    return ListPage(rows={"types": []}, total=0, next=None)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from typing import Any
 
@@ -19,7 +19,14 @@ from sandbox.registry import Call, ListPage, RestError
 from sandbox.store import EntityTable, Row
 
 PAGE = 50
-_OPERATOR = re.compile(r"^(!@|!=|>=|<=|=%|%=|!%|!|>|<|=|%|@)?(.+)$")
+OPERATOR = re.compile(r"^(!=%|!%=|!@|!=|>=|<=|=%|%=|!%|!|>|<|=|%|@)?(.+)$")
+
+
+def param(params: dict[str, Any], name: str) -> Any:
+    """A list parameter by its documented lower-case name or upper-case (the docs' own examples
+    send both: ``filter``/``FILTER``, ``order``/``ORDER``, ``select``/``SELECT``)."""
+    value = params.get(name)
+    return params.get(name.upper()) if value is None else value
 
 
 def _number(value: Any) -> float | None:
@@ -77,7 +84,7 @@ def compile_filter(raw: Any) -> list[tuple[str, str, Any]]:
         raise RestError("", "Parameter 'filter' must be array.", 400)
     conditions = []
     for key, value in raw.items():
-        match = _OPERATOR.match(str(key))
+        match = OPERATOR.match(str(key))
         if not match:
             continue
         op, field = match.group(1) or "", match.group(2).upper()
@@ -108,6 +115,8 @@ def matches(row: Row, conditions: list[tuple[str, str, Any]]) -> bool:
             ok = not _like(value, str(expected))
         elif op in ("=%", "%="):
             ok = _like_pattern(value, str(expected))
+        elif op in ("!=%", "!%="):
+            ok = not _like_pattern(value, str(expected))
         elif op == "@":
             ok = any(_equal(value, item) for item in _values(expected))
         elif op == "!@":
@@ -126,6 +135,32 @@ def compile_order(raw: Any, default: str = "ID") -> list[tuple[str, bool]]:
     if not isinstance(raw, dict):
         raise RestError("", "Parameter 'order' must be array.", 400)
     return [(str(field).upper(), str(direction).upper() == "DESC") for field, direction in raw.items()]
+
+
+def checked_order(raw: Any, field_of: Callable[[str], str | None] = str) -> dict[str, str]:
+    """The universal API's ``order`` ({field: ASC|DESC}) checked as crm.item.list and crm.type.list
+    document it: ``field_of`` names the stored field (None: not sortable); answers
+    ``{stored field: ASC|DESC}`` or raises 400 INVALID_ARG_VALUE."""
+    if raw in (None, "", []):
+        return {}
+    if not isinstance(raw, dict):
+        raise RestError("INVALID_ARG_VALUE", "Invalid order: an object {field: ASC|DESC} is expected", 400)
+    order: dict[str, str] = {}
+    for name, direction in raw.items():
+        stored = field_of(str(name))
+        if stored is None:
+            raise RestError(
+                "INVALID_ARG_VALUE", f"Invalid order: field '{str(name)[:64]}' is not allowed in order", 400
+            )
+        if str(direction).upper() not in ("ASC", "DESC"):
+            raise RestError(
+                "INVALID_ARG_VALUE",
+                f"Invalid order: allowed sort directions are ASC, DESC. But got '{str(direction)[:16]}' "
+                f"for field '{str(name)[:64]}'",
+                400,
+            )
+        order[stored] = str(direction).upper()
+    return order
 
 
 def sort_rows(rows: list[Row], order: list[tuple[str, bool]]) -> list[Row]:
@@ -194,17 +229,18 @@ def _only_id(select: Any) -> bool:
 
 
 def list_table(
-    call: Call, table: EntityTable, standard: Iterable[str], *, select_key: str = "select"
+    call: Call, table: EntityTable, standard: Iterable[str], *, params: dict[str, Any] | None = None
 ) -> ListPage:
-    """Answer a ``crm.*.list`` call over ``table`` with Bitrix24's paging, filter, order and select."""
-    params = call.params
+    """Answer a ``crm.*.list`` call over ``table`` with Bitrix24's paging, filter, order and select
+    (``params`` when given: crm.item.list passes its own, translated to the old field names)."""
+    params = call.params if params is None else params
     cost = call.sandbox.config.cost
-    conditions = compile_filter(params.get("filter"))
-    order = compile_order(params.get("order"))
-    start = parse_start(params.get("start"))
+    conditions = compile_filter(param(params, "filter"))
+    order = compile_order(param(params, "order"))
+    start = parse_start(param(params, "start"))
     offset = max(start, 0)
     standard = list(standard)
-    select = params.get(select_key)
+    select = param(params, "select")
     bounds = _id_bounds(conditions)
     if bounds is not None and len(order) == 1 and order[0][0] == "ID":
         # Keyset fast path: ID order with ID-only filters walks the id space directly.
@@ -239,9 +275,9 @@ def list_rows(call: Call, rows: list[Row], standard: Iterable[str], *, default_o
     """Like list_table, over a small materialised list (statuses, currencies, users)."""
     params = call.params
     cost = call.sandbox.config.cost
-    conditions = compile_filter(params.get("filter"))
-    order = compile_order(params.get("order"), default_order)
-    start = parse_start(params.get("start"))
+    conditions = compile_filter(param(params, "filter"))
+    order = compile_order(param(params, "order"), default_order)
+    start = parse_start(param(params, "start"))
     offset = max(start, 0)
     matched = sort_rows([r for r in rows if matches(r, conditions)], order)
     page = matched[offset : offset + PAGE]
@@ -249,7 +285,7 @@ def list_rows(call: Call, rows: list[Row], standard: Iterable[str], *, default_o
     call.charge(cost.per_row * len(page) + cost.per_offset_row * offset + cost.per_count_row * total)
     has_next = start != -1 and offset + PAGE < total
     return ListPage(
-        rows=[project(r, params.get("select"), standard) for r in page],
+        rows=[project(r, param(params, "select"), standard) for r in page],
         total=total,
         next=offset + PAGE if has_next else None,
     )

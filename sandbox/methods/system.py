@@ -1,12 +1,12 @@
-"""Methods every caller has: profile, scope, methods, server.time, app.info (portal side),
-feature.get."""
+"""Methods every caller has: profile, scope, methods, method.get, server.time, app.info (portal
+side), app.option.get/set, feature.get."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sandbox.registry import METHODS, Call, RestError, method
-from sandbox.state import ALL_SCOPES
+from sandbox.registry import METHODS, Call, RestError, lookup, method
+from sandbox.state import PORTAL_SCOPES
 from sandbox.store import PLANS
 from sandbox.wire import iso
 
@@ -34,8 +34,9 @@ def profile(call: Call) -> Any:
 
 @method("scope", scope=None)
 def scope(call: Call) -> Any:
+    """The caller's scopes; with full=true every scope the portal has (RD common/system/scope.md)."""
     if _truthy(call.params.get("full")):
-        return list(ALL_SCOPES)
+        return list(PORTAL_SCOPES)
     return sorted(call.auth.scope)
 
 
@@ -45,12 +46,28 @@ def methods(call: Call) -> Any:
     full = _truthy(call.params.get("full"))
     names = []
     for name, spec in sorted(METHODS.items()):
-        if wanted is not None and (spec.scope or "") != wanted:
+        if wanted is not None and wanted not in (spec.scopes or ("",)):
             continue
-        if not full and spec.scope is not None and spec.scope not in call.auth.scope:
+        if not full and not spec.granted(call.auth.scope):
             continue
         names.append(name)
     return ["batch", *names] if wanted is None else names
+
+
+@method("method.get", scope=None)
+def method_get(call: Call) -> Any:
+    """Whether a method exists on the portal and whether this caller may call it
+    (RD common/system/method-get.md); no name gives false for both."""
+    name = str(call.params.get("name") or call.params.get("NAME") or "").strip()
+    if not name:
+        return {"isExisting": False, "isAvailable": False}
+    if name.lower() == "batch":
+        return {"isExisting": True, "isAvailable": True}
+    spec = lookup(name)
+    if spec is None:
+        return {"isExisting": False, "isAvailable": False}
+    available = spec.granted(call.auth.scope) and (call.auth.is_app or not spec.app_only)
+    return {"isExisting": True, "isAvailable": available}
 
 
 @method("server.time", scope=None)
@@ -60,10 +77,17 @@ def server_time(call: Call) -> Any:
 
 @method("app.info", scope=None)
 def app_info(call: Call) -> Any:
+    """The calling app's installation; a webhook gets its scopes and the portal's licence.
+
+    RD common/system/app-info.md answers 400 ACCESS_DENIED outside app context; both official
+    SDKs model the webhook answer {SCOPE, LICENSE} and the Python SDK's integration test gets it
+    from a real portal, so a webhook gets that (docs/sandbox.md, "Where sources disagree").
+    """
     app = call.auth.app
-    if app is None:
-        raise RestError("ACCESS_DENIED", "Access denied! Application context required", 400)
     plan = PLANS[call.portal.plan]
+    if app is None:
+        assert call.auth.webhook is not None
+        return {"SCOPE": list(call.auth.webhook.scope), "LICENSE": f"en_{plan['license_family']}"}
     return {
         "ID": app.app_id,
         "CODE": app.code,
@@ -77,6 +101,39 @@ def app_info(call: Call) -> Any:
         "LICENSE_TYPE": plan["license_type"],
         "LICENSE_FAMILY": plan["license_family"],
     }
+
+
+def _app_options(call: Call) -> dict[str, Any]:
+    """The calling app's stored options. They live on the installation, so they survive an
+    uninstall without CLEAN and come back on reinstall (RD settings/app-uninstallation.md)."""
+    app = call.auth.app
+    if app is None:
+        raise RestError("AccessException", "Application context required", 400)
+    options: dict[str, Any] = app.extra.setdefault("options", {})
+    return options
+
+
+@method("app.option.get", scope=None)
+def app_option_get(call: Call) -> Any:
+    """One option (null when unset) or all of them (RD common/settings/app-option-get.md)."""
+    options = _app_options(call)
+    name = call.params.get("option")
+    if name in (None, ""):
+        return dict(options)
+    return options.get(str(name))
+
+
+@method("app.option.set", scope=None, write=True)
+def app_option_set(call: Call) -> Any:
+    """Write options; administrators only (RD common/settings/app-option-set.md)."""
+    options = _app_options(call)
+    if not call.is_admin:
+        raise RestError("AccessException", "Administrator authorization required", 400)
+    given = call.params.get("options")
+    if not isinstance(given, dict) or not given:
+        raise RestError("ArgumentNullException", "options is empty", 400)
+    options.update({str(key): value for key, value in given.items()})
+    return True
 
 
 @method("feature.get", scope=None)

@@ -98,7 +98,8 @@ def test_redis_bucket_is_shared_between_limiter_instances(redis_client: redis.Re
     b = RedisLimiter(redis.Redis.from_url(settings.REDIS_URL), prefix=settings.REDIS_KEY_PREFIX, headroom=0)
     waits = [a.reserve("portal-x", params), b.reserve("portal-x", params), a.reserve("portal-x", params)]
     assert waits == [0.0, 0.0, 0.0]
-    assert b.reserve("portal-x", params) == pytest.approx(1.0, abs=0.05)
+    # One slot drains per second; the time the three reservations above took is already drained.
+    assert 0.8 <= b.reserve("portal-x", params) <= 1.0
     assert a.reserve("portal-y", params) == 0.0
     assert a.level("portal-x", params) == pytest.approx(4.0, abs=0.05)
     b.refused("portal-y", params)

@@ -25,7 +25,11 @@ def submit_and_read_flash(browser, form_action: str, **fields: str) -> str:
         box = form.find_element(By.NAME, name)
         box.clear()
         box.send_keys(value)
+    page = browser.find_element(By.TAG_NAME, "html")
     form.find_element(By.TAG_NAME, "button").click()
+    # The page before the submit may show a flash of its own: wait until it is gone (the POST's
+    # answer replaced the document), then read the new page's.
+    WebDriverWait(browser, WAIT).until(ec.staleness_of(page))
     flash = WebDriverWait(browser, WAIT).until(ec.visibility_of_element_located((By.CLASS_NAME, "flash")))
     return str(flash.text)
 

@@ -75,7 +75,7 @@ def test_foreign_bindings_of_our_urls_are_removed_whatever_their_auth_type(app, 
     # An administrator's token can name any user: auth_type 3 to the receiver, and an event we don't want.
     admin = client_for_portal(member_id=portal.member_id)
     admin.call("event.bind", {"event": "ONCRMDEALUPDATE", "handler": receiver, "auth_type": 3}, read=False)
-    admin.call("event.bind", {"event": "ONCRMLEADADD", "handler": receiver}, read=False)
+    admin.call("event.bind", {"event": "ONCRMACTIVITYADD", "handler": receiver}, read=False)
     # Not ours: another host, and a path of our host that routes to none of our views.
     admin.call("event.bind", {"event": "ONCRMDEALUPDATE", "handler": FOREIGN_URL, "auth_type": 3}, read=False)
     admin.call("event.bind", {"event": "ONCRMDEALUPDATE", "handler": receiver + "other/"}, read=False)
@@ -83,7 +83,7 @@ def test_foreign_bindings_of_our_urls_are_removed_whatever_their_auth_type(app, 
         ("ONCRMDEALUPDATE", receiver, str(NON_ADMIN), 0),
         ("ONCRMDEALADD", installer, str(NON_ADMIN), 0),
         ("ONCRMDEALUPDATE", receiver, "3", 0),
-        ("ONCRMLEADADD", receiver, "0", 0),
+        ("ONCRMACTIVITYADD", receiver, "0", 0),
     }
     others = {("ONCRMDEALUPDATE", FOREIGN_URL, "3", 0), ("ONCRMDEALUPDATE", receiver + "other/", "0", 0)}
     assert _rows(sandbox) == _ours(portal) | foreign_to_us | others
@@ -150,7 +150,7 @@ def test_one_change_delivered_through_two_bindings_is_stored_and_handled_once(ap
         {"event": "ONCRMDEALUPDATE", "handler": events_handler_url(), "auth_type": 3},
         read=False,
     )
-    with caplog.at_level(logging.INFO, logger="events"):
+    with caplog.at_level(logging.INFO, logger="examples.deals"):
         # Both copies carry the second they are sent in (ts). A pair sent across a second boundary
         # is two deliveries with different ts, so a deal is edited until one pair shares its second.
         for deal_id in (1, 2, 3):
@@ -169,9 +169,7 @@ def test_one_change_delivered_through_two_bindings_is_stored_and_handled_once(ap
         time.sleep(1)  # a second row, were there one, would be dispatched meanwhile
     rows = Event.objects.filter(object_key=key)
     assert rows.count() == 1 and rows.get().attempts == 1
-    handled = [
-        r for r in caplog.records if r.getMessage() == "events.deal.changed" and r.deal_id == str(deal_id)
-    ]
+    handled = [r for r in caplog.records if r.getMessage() == "deal.changed" and r.deal_id == str(deal_id)]
     assert len(handled) == 1
 
 

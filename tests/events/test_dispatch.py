@@ -50,7 +50,7 @@ def wait_status(event_id: int, *statuses: str, timeout: float = 20.0) -> Event:
         time.sleep(0.05)
 
 
-def test_accepted_event_is_dispatched_once(client, make_portal, recorder, worker):
+def test_accepted_event_is_dispatched_once(client, make_portal, recorder, worker, celery_tasks):
     rec = recorder("ONCRMCONTACTUPDATE")
     now = int(time.time())
     make_portal(contact("31", now))
@@ -60,11 +60,14 @@ def test_accepted_event_is_dispatched_once(client, make_portal, recorder, worker
     row = wait_status(first["id"], "done")
     assert row.status == "done"
     assert row.attempts == 1
-    time.sleep(0.3)  # give a second dispatch the chance to happen
+    celery_tasks.wait_idle()  # every drain the two requests caused has run: a second dispatch would show
+    assert "events.tasks.events_drain" in celery_tasks.finished
     assert rec.calls == [("ONCRMCONTACTUPDATE", "31", now)]
 
 
-def test_many_events_over_many_objects_all_dispatched_exactly_once(client, make_portal, recorder, worker):
+def test_many_events_over_many_objects_all_dispatched_exactly_once(
+    client, make_portal, recorder, worker, celery_tasks
+):
     rec = recorder("ONCRMCONTACTUPDATE")
     now = int(time.time())
     make_portal(contact("1", now))
@@ -73,7 +76,7 @@ def test_many_events_over_many_objects_all_dispatched_exactly_once(client, make_
     assert len(calls) == 120
     for event_id in ids:
         assert wait_status(event_id, "done").status == "done"
-    time.sleep(0.3)
+    celery_tasks.wait_idle()
     assert len(rec.calls) == 120
 
 
@@ -164,7 +167,7 @@ def test_replay_by_id_redispatches_a_done_event(client, make_portal, recorder, w
     assert rec.wait_for(2) == [("ONCRMCONTACTUPDATE", "12", now)] * 2
 
 
-def test_sweep_recovers_events_whose_wake_up_was_lost(make_portal, recorder, worker):
+def test_sweep_recovers_events_whose_wake_up_was_lost(make_portal, recorder, worker, celery_tasks):
     from events.services.intake import event_store
     from events.services.replay import events_sweep
     from portals.bitrix.events import parse_event_body
@@ -177,8 +180,9 @@ def test_sweep_recovers_events_whose_wake_up_was_lost(make_portal, recorder, wor
     with transaction.atomic():
         event_id = event_store(portal_id=portal.pk, payload=payload, now=payload.ts)
         transaction.get_connection().run_on_commit = []
-    time.sleep(0.3)
+    celery_tasks.wait_idle()  # nothing queued, nothing running: nobody is coming for the event
     assert rec.calls == []
+    assert Event.objects.get(pk=event_id).status == "pending"
     assert events_sweep() == [Event.objects.get(pk=event_id).shard]
     assert rec.wait_for(1) == [("ONCRMCONTACTUPDATE", "13", now)]
 
@@ -223,7 +227,7 @@ def test_clean_uninstall_also_deletes_the_portals_event_history(client, make_por
 
 
 def test_a_full_batch_behind_a_blocked_object_neither_stalls_nor_repeats(
-    client, make_portal, recorder, worker, settings
+    client, make_portal, recorder, worker, settings, celery_tasks
 ):
     # Small batches: the blocked object's later events fill a whole batch, the other object's
     # events come after them in (ts, id) order and must still be reached, each exactly once.
@@ -240,7 +244,8 @@ def test_a_full_batch_behind_a_blocked_object_neither_stalls_nor_repeats(
         others = [post(client, contact("21", now - 50 + i))["id"] for i in range(3)]
     calls = rec.wait_for(3)
     assert [c[1] for c in calls] == ["21", "21", "21"]
-    time.sleep(0.5)
+    # Every drain has run, but for the one held until object 20's retry is due (30 s away).
+    celery_tasks.wait_idle(scheduled=False)
     assert len(rec.calls) == 3  # nothing twice, and object 20 waits for its retry
     assert Event.objects.get(pk=blocked[0]).attempts == 1
     assert all(Event.objects.get(pk=pk).status == "pending" for pk in blocked)

@@ -305,7 +305,7 @@ def test_redis_down_logs_one_line_per_cause_and_window_and_never_raises(
 ):
     settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there: connection refused
     monkeypatch.setattr(wake._log_wake_failed, "interval", 0.5)
-    monkeypatch.setattr(wake._log_wake_failed, "_last", {})
+    wake._log_wake_failed.clear()
     rec = recorder("ONCRMCONTACTUPDATE")
     now = int(time.time())
     portal = make_portal(contact("26", now))

@@ -112,16 +112,23 @@ def test_a_failed_insert_fails_its_whole_batch_and_the_next_one_works(make_porta
 
 
 class CountingWrite:
-    """A write that stores nothing: records each batch's size and answers one id per row."""
+    """A write that stores nothing: records each batch's size and when it was written, and answers
+    one id per row. With ``hold_first`` the first write waits until the test releases it."""
 
-    def __init__(self, first_delay: float = 0.0):
+    def __init__(self, hold_first: bool = False):
         self.batches: list[int] = []
-        self.first_delay = first_delay
+        self.written_at: list[float] = []
+        self.first_started = threading.Event()
+        self.release_first = threading.Event()
+        if not hold_first:
+            self.release_first.set()
 
     def __call__(self, batch: list[EventRow]) -> list[int | None]:
         self.batches.append(len(batch))
+        self.written_at.append(time.monotonic())
         if len(self.batches) == 1:
-            time.sleep(self.first_delay)
+            self.first_started.set()
+            assert self.release_first.wait(30)
         return list(range(len(batch)))
 
 
@@ -136,47 +143,60 @@ def insert_in_thread(group: GroupInsert, key: str, timings: dict[str, float]) ->
     return thread
 
 
-def prime_two_row_batch(group: GroupInsert) -> None:
-    """One slow write with two rows queued behind it: the biggest batch so far becomes 2."""
+def wait_queued(group: GroupInsert, count: int) -> None:
+    """Wait until ``count`` rows wait in the group's queue (the order of events, not a guess at time)."""
+    deadline = time.monotonic() + 30
+    while len(group._queue) != count:
+        assert time.monotonic() < deadline, f"{count} rows never queued"
+        time.sleep(0.005)
+
+
+def prime_two_row_batch(group: GroupInsert, write: CountingWrite) -> None:
+    """One held write with two rows queued behind it: the biggest batch so far becomes 2."""
     timings: dict[str, float] = {}
     first = insert_in_thread(group, "p1", timings)
-    time.sleep(0.05)  # p1 leads; p2 and p3 arrive during its (slow) write
+    assert write.first_started.wait(30)  # p1 leads and is writing
     second = insert_in_thread(group, "p2", timings)
     third = insert_in_thread(group, "p3", timings)
+    wait_queued(group, 2)  # both arrived during its write
+    write.release_first.set()
     for thread in (first, second, third):
-        thread.join(timeout=10)
+        thread.join(timeout=30)
+    assert write.batches == [1, 2]
 
 
 def test_a_lone_row_is_written_at_once_however_long_the_linger():
     write = CountingWrite()
-    group = GroupInsert(write, linger=lambda: 5.0)
+    group = GroupInsert(write, linger=lambda: 30.0)
     started = time.monotonic()
     assert group.insert(row(1, "alone")) == 0
-    assert time.monotonic() - started < 1.0  # the biggest batch so far is one row: no one to wait for
+    assert time.monotonic() - started < 10.0  # the biggest batch so far is one row: no one to wait for
     assert write.batches == [1]
 
 
 def test_a_leader_lingers_until_as_many_rows_as_the_biggest_batch_have_joined():
-    write = CountingWrite(first_delay=1.0)
-    group = GroupInsert(write, linger=lambda: 5.0)
-    prime_two_row_batch(group)
-    assert write.batches == [1, 2]
+    write = CountingWrite(hold_first=True)
+    group = GroupInsert(write, linger=lambda: 30.0)
+    prime_two_row_batch(group, write)
     timings: dict[str, float] = {}
     leader = insert_in_thread(group, "a", timings)
-    time.sleep(0.2)
+    wait_queued(group, 1)  # "a" leads and lingers for a second row
+    joined_at = time.monotonic()
     joiner = insert_in_thread(group, "b", timings)
-    leader.join(timeout=10)
-    joiner.join(timeout=10)
+    leader.join(timeout=30)
+    joiner.join(timeout=30)
     assert write.batches == [1, 2, 2]  # the second row joined the leader's batch: one write, not two
-    assert 0.2 <= timings["a"] < 2.0  # the leader waited for it, and stopped as soon as it came
+    # The leader wrote only once the second row had come, and then at once, not at the linger's end.
+    assert joined_at <= write.written_at[2] < joined_at + 30.0
+    assert set(timings) == {"a", "b"}
 
 
 def test_a_leader_lingers_no_longer_than_the_linger():
-    write = CountingWrite(first_delay=1.0)
+    write = CountingWrite(hold_first=True)
     group = GroupInsert(write, linger=lambda: 0.3)
-    prime_two_row_batch(group)
-    started = time.monotonic()
-    group.insert(row(1, "late"))
-    waited = time.monotonic() - started
+    prime_two_row_batch(group, write)
+    timings: dict[str, float] = {}
+    late = insert_in_thread(group, "late", timings)  # nobody joins it
+    late.join(timeout=30)
     assert write.batches == [1, 2, 1]
-    assert 0.3 <= waited < 2.0
+    assert 0.3 <= timings["late"] < 10.0  # it waited the linger out, and then wrote alone

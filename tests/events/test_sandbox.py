@@ -31,7 +31,6 @@ def app(live_server, portals_sandbox, settings, redis_client, celery_worker):
     base = live_server.url
     settings.BITRIX24_APP_URL = base
     settings.ALLOWED_HOSTS = ["*"]
-    settings.BITRIX24_EVENTS = ["ONAPPUPDATE", "ONAPPPAYMENT", "ONCRMDEALADD", "ONCRMDEALUPDATE"]
     portals_sandbox.control(
         "lifecycle",
         urls=app_card_urls(base),
@@ -83,7 +82,7 @@ def test_install_binds_the_configured_events(app):
 
 def test_crm_event_delivered_stored_and_dispatched_to_the_example_handler(app, caplog):
     sandbox, portal = app
-    with caplog.at_level(logging.INFO, logger="events"):
+    with caplog.at_level(logging.INFO, logger="examples.deals"):
         sandbox.control("lifecycle/crm", portal=1, action="deal-update", id=1)
         sandbox.control("lifecycle/deliveries/wait", timeout=20)
         row = wait_for(lambda: Event.objects.filter(event="ONCRMDEALUPDATE", status="done").first())
@@ -91,7 +90,7 @@ def test_crm_event_delivered_stored_and_dispatched_to_the_example_handler(app, c
     (delivery,) = _deliveries(sandbox, "ONCRMDEALUPDATE")
     assert delivery["status"] == 200 and delivery["ok"]
     # The example handler fetched the deal through the client (crm.deal.get against the sandbox).
-    changed = [r for r in caplog.records if r.getMessage() == "events.deal.changed"]
+    changed = [r for r in caplog.records if r.getMessage() == "deal.changed"]
     assert changed and changed[0].deal_id == "1" and changed[0].stage
 
 
@@ -160,22 +159,22 @@ def test_reconciliation_repairs_bindings(app):
     client = client_for_portal(member_id=portal.member_id)
     url = events_handler_url()
     client.call("event.unbind", {"event": "ONCRMDEALUPDATE", "handler": url}, read=False)
-    client.call("event.bind", {"event": "ONCRMLEADADD", "handler": url}, read=False)  # no longer wanted
-    client.call("event.bind", {"event": "ONCRMLEADADD", "handler": url + "other/"}, read=False)  # not ours
+    # An event nothing handles, bound to our receiver (not wanted) and to another URL (not ours).
+    client.call("event.bind", {"event": "ONCRMACTIVITYADD", "handler": url}, read=False)
+    client.call("event.bind", {"event": "ONCRMACTIVITYADD", "handler": url + "other/"}, read=False)
     report = app_events_reconcile(portal_id=portal.pk)
     assert report.bound == [Binding("ONCRMDEALUPDATE", url, False)]
-    assert report.unbound == [Binding("ONCRMLEADADD", url, False)]
+    assert report.unbound == [Binding("ONCRMACTIVITYADD", url, False)]
     bound = _bound(portal.member_id)
     assert Binding("ONCRMDEALUPDATE", url, False) in bound
-    assert Binding("ONCRMLEADADD", url, False) not in bound
-    assert Binding("ONCRMLEADADD", url + "other/", False) in bound
+    assert Binding("ONCRMACTIVITYADD", url, False) not in bound
+    assert Binding("ONCRMACTIVITYADD", url + "other/", False) in bound
     again = app_events_reconcile(portal_id=portal.pk)
     assert again.bound == [] and again.unbound == []
 
 
 def test_offline_events_are_drained_losslessly(app, settings):
     sandbox, portal = app
-    settings.BITRIX24_EVENTS = ["ONAPPUPDATE"]
     settings.BITRIX24_OFFLINE_EVENTS = ["ONCRMDEALUPDATE"]
     Portal.objects.filter(pk=portal.pk).update(offline_events=True)
     client = client_for_portal(member_id=portal.member_id)

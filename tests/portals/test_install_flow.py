@@ -38,7 +38,9 @@ def post_frame(client, tokens, path="/bitrix/install/", **form_overrides):
         "PLACEMENT_OPTIONS": "{}",
     }
     form.update(form_overrides)
-    return client.post(f"{path}?{query}", data=form)
+    return client.post(
+        f"{path}?{query}", data=urlencode(form), content_type="application/x-www-form-urlencoded"
+    )
 
 
 def test_onappinstall_creates_a_verified_portal(client, portals_sandbox):

@@ -10,6 +10,7 @@ import requests
 from portals.models import Portal
 from portals.services.client import client_for_portal
 from portals.services.credentials import PortalCredentials
+from portals.views.inbound import FORM
 from tests.fixtures.portals import issue_tokens, sandbox_grants
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -74,9 +75,9 @@ def test_forged_callback_state_is_refused(client, install_portal):
     assert Portal.objects.get(pk=portal.pk).access_token == token
 
 
-def frame_post(client, tokens, path, **overrides):
+def frame_post(client, tokens, path, *, lang="en", **overrides):
     domain = tokens["client_endpoint"].split("/")[2]
-    query = urlencode({"DOMAIN": domain, "PROTOCOL": "1", "LANG": "en", "APP_SID": "sid"})
+    query = urlencode({"DOMAIN": domain, "PROTOCOL": "1", "LANG": lang, "APP_SID": "sid"})
     form = {
         "AUTH_ID": tokens["access_token"],
         "AUTH_EXPIRES": str(tokens["expires_in"]),
@@ -87,7 +88,8 @@ def frame_post(client, tokens, path, **overrides):
         "PLACEMENT": "DEFAULT",
     }
     form.update(overrides)
-    return client.post(f"{path}?{query}", data=form)
+    # As the portal's page submits it: a plain HTML form, url-encoded.
+    return client.post(f"{path}?{query}", data=urlencode(form), content_type=FORM)
 
 
 def test_app_page_is_framed_by_its_portal_and_never_stores_the_users_tokens(

@@ -165,9 +165,12 @@ class _HeldOldToken(PortalCredentials):
 def test_request_sent_with_a_rotated_token_is_retried_with_the_stored_one(install_portal, portals_sandbox):
     from django.utils import timezone
 
-    from portals.services.client import client_for_credentials
+    from portals.services.shared_client import client_for_credentials
     from portals.services.tokens import RefreshWhen, portal_tokens_refresh
 
+    # The rotation must kill the old access token for the request to be refused (the sandbox's
+    # old-docs behaviour; by default the old token lives until its own expiry).
+    portals_sandbox.control("config", refresh_revokes_access=True)
     portal = install_portal(1)
     old = PortalCredentials(portal.pk).access_token()
     portal_tokens_refresh(
@@ -185,7 +188,9 @@ def test_request_sent_with_a_rotated_token_is_retried_with_the_stored_one(instal
 
 def test_invalid_token_with_nothing_newer_stored_is_permanent(install_portal, portals_sandbox):
     portal = install_portal(1)
+    grants = sandbox_grants(portals_sandbox, portal.member_id)
     portals_sandbox.control("tokens/revoke", member_id=portal.member_id)
     client = client_for_portal(member_id=portal.member_id)
     with pytest.raises(Bitrix24InvalidToken):
         client.call("profile")
+    assert sandbox_grants(portals_sandbox, portal.member_id) == grants  # no refresh was tried

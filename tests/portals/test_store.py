@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 LIFECYCLE_FIELDS = {
     "state", "state_reason", "state_changed_at", "installed_at", "uninstalled_at", "data_delete_after",
     "access_token", "refresh_token", "expires_at", "refresh_token_issued_at", "last_refreshed_at",
-    "application_token", "domain", "client_endpoint",
+    "application_token", "domain", "client_endpoint", "disabled_at",
 }  # fmt: skip
 STORE = ROOT / "portals" / "services" / "store.py"
 

@@ -71,11 +71,11 @@ def test_a_non_admin_cannot_install_by_frame_or_by_onappinstall(app, client):  #
     before = snapshot(portal)
     frame = user_frame(sandbox, non_admin(sandbox))
     forged_frame = {**frame["body"], "REFRESH_ID": "garbage-refresh", "APPLICATION_TOKEN": "attacker-token"}
-    response = client.post(f"/bitrix/install/?{urlencode(frame['query'])}", data=forged_frame)
+    response = post_form(client, "/bitrix/install/", forged_frame, frame["query"])
     assert response.status_code == 403
     assert b"administrator" in response.content
     # With the user's real refresh token too: the user is not an administrator.
-    assert client.post(f"/bitrix/install/?{urlencode(frame['query'])}", data=frame["body"]).status_code == 403
+    assert post_form(client, "/bitrix/install/", frame["body"], frame["query"]).status_code == 403
 
     install_event = event_form(
         frame, "ONAPPINSTALL", data={"VERSION": "1"},
@@ -142,13 +142,15 @@ def test_the_app_page_offers_reauthorisation_to_administrators_only(client, inst
     user = issue_tokens(portals_sandbox, 1, user_id=non_admin(portals_sandbox))
     admin = issue_tokens(portals_sandbox, 1)
     for tokens, is_admin in ((user, False), (admin, True)):
-        page = client.post(
-            f"/bitrix/app/?{urlencode({'DOMAIN': portal.domain, 'PROTOCOL': '1', 'LANG': 'en'})}",
-            data={
+        page = post_form(
+            client,
+            "/bitrix/app/",
+            {
                 "AUTH_ID": tokens["access_token"], "REFRESH_ID": tokens["refresh_token"],
                 "SERVER_ENDPOINT": tokens["server_endpoint"], "member_id": portal.member_id,
                 "APPLICATION_TOKEN": tokens["application_token"], "PLACEMENT": "DEFAULT",
             },
+            {"DOMAIN": portal.domain, "PROTOCOL": "1", "LANG": "en"},
         )  # fmt: skip
         assert page.status_code == 200
         signed = page.context["frame_token"]
@@ -186,11 +188,11 @@ def test_the_installer_frame_and_onappinstall_may_carry_one_token_chain(client, 
         "SERVER_ENDPOINT": tokens["server_endpoint"], "member_id": tokens["member_id"],
         "PLACEMENT": "DEFAULT",
     }  # fmt: skip
-    assert client.post(f"/bitrix/install/?{urlencode(query)}", data=frame).status_code == 200
+    assert post_form(client, "/bitrix/install/", frame, query).status_code == 200
     first = Portal.objects.get(member_id=tokens["member_id"])
     assert first.application_token == ""  # an older portal's frame carries none
 
-    replay = client.post(f"/bitrix/install/?{urlencode(query)}", data=frame)  # the same POST again
+    replay = post_form(client, "/bitrix/install/", frame, query)  # the same POST again
     assert replay.status_code == 200
     event = {
         "event": "ONAPPINSTALL", "ts": str(int(time.time())), "data": {"VERSION": "1"},
@@ -222,6 +224,6 @@ def test_malformed_install_frames_are_refused_without_a_server_error(client, por
     query = {"DOMAIN": tokens["client_endpoint"].split("/")[2], "PROTOCOL": "1"}
     form = {"AUTH_ID": "a" * 32, "REFRESH_ID": "r" * 32, "member_id": tokens["member_id"]}
     (query if field == "DOMAIN" else form)[field] = value
-    response = client.post(f"/bitrix/install/?{urlencode(query)}", data=form)
+    response = post_form(client, "/bitrix/install/", form, query)
     assert 400 <= response.status_code < 500
     assert not Portal.objects.exists()

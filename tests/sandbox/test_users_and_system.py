@@ -55,12 +55,14 @@ def test_profile_scope_methods_and_server_time(sandbox):
     assert abs(server_time["time"]["start"] - (sandbox.control("clock")["now"])) < 5
 
 
-def test_app_info_needs_app_context(sandbox):
+def test_app_info_of_an_app_and_of_a_webhook(sandbox):
     pair = issue(sandbox)
     info = app_call(sandbox, "app.info", pair["access_token"]).json()["result"]
     assert info["INSTALLED"] is True and info["STATUS"] == "F" and info["LICENSE_FAMILY"] == "basic"
-    by_webhook = hook_call(sandbox, "app.info")
-    assert by_webhook.status_code == 400 and by_webhook.json()["error"] == "ACCESS_DENIED"
+    # A webhook gets its scopes and the licence (docs/sandbox.md, "Where sources disagree").
+    by_webhook = hook_call(sandbox, "app.info").json()["result"]
+    assert set(by_webhook) == {"SCOPE", "LICENSE"} and by_webhook["LICENSE"] == info["LICENSE"]
+    assert "crm" in by_webhook["SCOPE"]
 
 
 def test_feature_get_answers_a_value(sandbox):

@@ -1,0 +1,384 @@
+"""/api/v1: the portals' mirrored CRM data, read with an API key (django-ninja; docs/api.md).
+
+No ``from __future__ import annotations`` here: ninja reads the operations' annotations at
+definition time, and the per-resource query models are local to :func:`_register`.
+"""
+
+import json
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+from django.db import DatabaseError
+from django.http import Http404, HttpRequest, HttpResponse
+from ninja import NinjaAPI, Path, Query
+from ninja.errors import AuthenticationError
+from ninja.errors import ValidationError as NinjaValidationError
+from ninja.openapi.docs import Swagger
+from ninja.security import APIKeyHeader, HttpBearer
+from pydantic import BaseModel
+
+from bitrix_app.client_ip import client_ip
+from mirror.services.status import mirror_status
+from portals.conf import app_settings
+from portals.models import Portal
+
+from .errors import ApiError, Forbidden, NotFound, RateLimited, Unauthorized
+from .resources import MAX_ID, RESOURCES, Resource
+from .schemas import ErrorBody, PortalOut
+from .services import cache
+from .services.keys import Principal, apikey_authenticate, portal_id_of
+from .services.limits import rate_limit_hit
+
+logger = logging.getLogger("api")
+
+MEMBER_ID_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}$"
+# Seconds a client is told to wait when the database is down.
+UNAVAILABLE_RETRY_AFTER = 30
+ERRORS: dict[int, Any] = {code: ErrorBody for code in (400, 401, 403, 404, 429, 503)}
+
+
+def error_response(
+    status: int, code: str, message: str, *, fields: Any = None, retry_after: int | None = None
+) -> HttpResponse:
+    body = {"error": {"code": code, "message": message, "fields": fields}}
+    response = HttpResponse(json.dumps(body), status=status, content_type="application/json")
+    if retry_after is not None:
+        response["Retry-After"] = str(retry_after)
+    return response
+
+
+def _unauthenticated(request: HttpRequest, error: ApiError) -> HttpResponse:
+    """A request without a valid key counts against its address; past the limit: 429."""
+    retry = rate_limit_hit(f"ip:{client_ip(request)}")
+    if retry is not None:
+        return error_response(429, "rate_limited", "too many requests from this address", retry_after=retry)
+    return error_response(error.status, error.code, error.message)
+
+
+def _authenticate(request: HttpRequest, raw: str) -> Principal:
+    principal = apikey_authenticate(raw, ip=client_ip(request))
+    retry = rate_limit_hit(f"key:{principal.key_id}")
+    if retry is not None:
+        raise RateLimited(
+            f"more than {app_settings.api_rate_limit} requests a minute with this key", retry_after=retry
+        )
+    return principal
+
+
+class KeyHeader(APIKeyHeader):
+    """``X-API-Key: b24k_…``."""
+
+    param_name = "X-API-Key"
+
+    def __call__(self, request: HttpRequest) -> Principal | None:
+        raw = request.headers.get(self.param_name)
+        return None if raw is None else _authenticate(request, raw.strip())
+
+    def authenticate(self, request: HttpRequest, key: str | None) -> Principal | None:
+        return _authenticate(request, key) if key else None
+
+
+class KeyBearer(HttpBearer):
+    """``Authorization: Bearer b24k_…``."""
+
+    def __call__(self, request: HttpRequest) -> Principal | None:
+        header = request.headers.get("Authorization")
+        if not header:
+            return None
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer":
+            raise Unauthorized("Authorization must be 'Bearer <key>'")
+        return _authenticate(request, token.strip())
+
+    def authenticate(self, request: HttpRequest, token: str) -> Principal | None:
+        return _authenticate(request, token)
+
+
+def _docs_limited(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """The schema and the docs page need no key: they count against the address."""
+
+    def limited(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        retry = rate_limit_hit(f"ip:{client_ip(request)}")
+        if retry is not None:
+            return error_response(
+                429, "rate_limited", "too many requests from this address", retry_after=retry
+            )
+        return view(request, *args, **kwargs)
+
+    return limited
+
+
+api = NinjaAPI(
+    title="Bitrix24 portals: CRM mirror API",
+    version="1",
+    description="Each portal's CRM data (deals, leads, contacts, companies, users, statuses, "
+    "currencies) from the app's local mirror. Send the key as X-API-Key or Authorization: Bearer. "
+    "Lists page with page/limit (or an exact id cursor, after); errors are "
+    '{"error": {"code", "message", "fields"}}.',
+    urls_namespace="api-v1",
+    docs_url=None,
+    openapi_url="/openapi.json",
+    docs_decorator=_docs_limited,
+    auth=[KeyHeader(), KeyBearer()],
+)
+
+
+@api.exception_handler(ApiError)
+def _api_error(request: HttpRequest, exc: ApiError) -> HttpResponse:
+    if exc.status == 401:
+        return _unauthenticated(request, exc)
+    return error_response(exc.status, exc.code, exc.message, fields=exc.fields, retry_after=exc.retry_after)
+
+
+@api.exception_handler(AuthenticationError)
+def _no_key(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
+    return _unauthenticated(
+        request, Unauthorized("an API key is required: X-API-Key or Authorization: Bearer")
+    )
+
+
+@api.exception_handler(NinjaValidationError)
+def _invalid(request: HttpRequest, exc: NinjaValidationError) -> HttpResponse:
+    fields: dict[str, list[str]] = {}
+    for error in exc.errors:
+        loc = [str(part) for part in error.get("loc", ()) if part not in ("query", "path", "filters")]
+        fields.setdefault(".".join(loc) or "request", []).append(str(error.get("msg", "invalid")))
+    return error_response(400, "bad_request", "invalid parameters", fields=fields)
+
+
+@api.exception_handler(Http404)
+def _not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
+    return error_response(404, "not_found", "no such resource")
+
+
+@api.exception_handler(DatabaseError)
+def _database_down(request: HttpRequest, exc: DatabaseError) -> HttpResponse:
+    logger.warning("api.database_unavailable", extra={"error": type(exc).__name__})
+    return error_response(
+        503,
+        "unavailable",
+        "the database is unavailable, try again later",
+        retry_after=UNAVAILABLE_RETRY_AFTER,
+    )
+
+
+def _portal_id(principal: Principal, member_id: str) -> int:
+    """The portal the key covers; 404 for one it doesn't (or that doesn't exist): the answer
+    doesn't tell another key's portals from none."""
+    portal_id = portal_id_of(member_id)
+    if portal_id is None or portal_id not in principal.portal_ids:
+        raise NotFound("no such portal")
+    return portal_id
+
+
+def _scope(principal: Principal, resource: Resource) -> None:
+    if not principal.may_read(resource.plural):
+        raise Forbidden(f"this key may not read {resource.plural} (scope {resource.plural}:read)")
+
+
+def _answer(request: HttpRequest, etag: str, body: bytes) -> HttpResponse:
+    if cache.etag_matches(request.headers.get("If-None-Match", ""), etag):
+        response = HttpResponse(status=304)
+    else:
+        response = HttpResponse(body, content_type="application/json")
+    response["ETag"] = etag
+    # Per key, never in a shared cache; revalidate with the ETag.
+    response["Cache-Control"] = "private, no-cache"
+    return response
+
+
+def _cached_answer(
+    request: HttpRequest, portal_id: int, resource: Resource, request_key: str, build: Callable[[], bytes]
+) -> HttpResponse:
+    key = cache.cache_key(portal_id=portal_id, entity=resource.entity.name, request_key=request_key)
+    hit = cache.cached(key)
+    if hit is not None:
+        etag, body = hit
+        return _answer(request, etag, body)
+    body = build()
+    etag = cache.etag_of(body)
+    cache.store(key, (etag, body))
+    return _answer(request, etag, body)
+
+
+def _live(resource: Resource, portal_id: int) -> Any:
+    return resource.entity.model._default_manager.filter(portal_id=portal_id, deleted_at__isnull=True)
+
+
+def _item(resource: Resource, row: dict[str, Any]) -> dict[str, Any]:
+    item = {name: row[column] for name, column in resource.columns.items()}
+    item["fields"] = row["data"]
+    return item
+
+
+def _values(resource: Resource) -> list[str]:
+    return sorted({*resource.columns.values(), "bitrix_id", "data"})
+
+
+def _total(portal_id: int, resource: Resource, queryset: Any, filters: dict[str, Any]) -> int:
+    """The count for these filters, cached under the data version: pages of one listing share it."""
+    key = cache.cache_key(
+        portal_id=portal_id,
+        entity=resource.entity.name,
+        request_key="count:" + json.dumps(filters, sort_keys=True, default=str),
+    )
+    total = cache.cached(key)
+    if not isinstance(total, int):
+        total = queryset.count()
+        cache.store(key, total)
+    return total
+
+
+def _list_body(portal_id: int, resource: Resource, page_model: type[BaseModel], query: BaseModel) -> bytes:
+    params = query.model_dump()
+    queryset = _live(resource, portal_id)
+    filters = {}
+    for name, lookup in resource.filters.items():
+        if params.get(name) is not None:
+            filters[lookup] = params[name]
+    limit, page, after, order = params["limit"], params["page"], params["after"], params["order"]
+    # ``after`` is a keyset filter (ids above it): in the default order, page after page by
+    # next_after, it is the exact cursor (rows deleted or added meanwhile shift nothing).
+    if after is not None:
+        filters["bitrix_id__gt"] = after
+    queryset = queryset.filter(**filters)
+    total = _total(portal_id, resource, queryset, filters)
+    name = order.removeprefix("-")
+    column = "bitrix_id" if name == "id" else resource.columns.get(name, name)
+    # The database's own NULL order (last ascending, first descending), so each order reads its
+    # (portal, column, id) index forwards or backwards instead of sorting the portal's rows.
+    sign = "-" if order.startswith("-") else ""
+    ordering = [f"{sign}{column}", f"{sign}bitrix_id"] if column != "bitrix_id" else [f"{sign}bitrix_id"]
+    offset = (page - 1) * limit
+    found = list(queryset.order_by(*ordering).values(*_values(resource))[offset : offset + limit])
+    items = [_item(resource, row) for row in found]
+    answer = {
+        "items": items,
+        "page": page,
+        "limit": limit,
+        "total": total,
+        "pages": math.ceil(total / limit),
+        "next_after": found[-1]["bitrix_id"] if order == "id" and len(found) == limit else None,
+    }
+    return page_model.model_validate(answer).model_dump_json().encode()
+
+
+def _register(resource: Resource) -> None:
+    query_model = resource.query_model()
+    page_model = resource.page_model()
+    plural = resource.plural
+
+    @api.get(
+        f"/portals/{{member_id}}/{plural}",
+        response={200: page_model, 304: None, **ERRORS},
+        url_name=f"{plural}-list",
+        operation_id=f"list_{plural}",
+        summary=f"List {plural}",
+        tags=[plural],
+    )
+    def list_view(
+        request: HttpRequest,
+        query: Query[query_model],  # type: ignore[valid-type]
+        member_id: str = Path(..., pattern=MEMBER_ID_PATTERN),
+    ) -> HttpResponse:
+        principal: Principal = request.auth  # type: ignore[attr-defined]
+        portal_id = _portal_id(principal, member_id)
+        _scope(principal, resource)
+        request_key = "list:" + query.model_dump_json()
+        return _cached_answer(
+            request,
+            portal_id,
+            resource,
+            request_key,
+            lambda: _list_body(portal_id, resource, page_model, query),
+        )
+
+    detail = {
+        "response": {200: resource.out, 304: None, **ERRORS},
+        "url_name": f"{plural}-detail",
+        "operation_id": f"get_{resource.entity.name}",
+        "tags": [plural],
+    }
+    if resource.key == "code":
+
+        @api.get(
+            f"/portals/{{member_id}}/{plural}/{{code}}",
+            summary=f"One {resource.entity.name} by its code",
+            **detail,
+        )
+        def code_view(
+            request: HttpRequest,
+            member_id: str = Path(..., pattern=MEMBER_ID_PATTERN),
+            code: str = Path(..., pattern=r"^[A-Za-z0-9]{1,16}$"),
+        ) -> HttpResponse:
+            return _detail(request, resource, member_id, {"code": code})
+
+    else:
+
+        @api.get(
+            f"/portals/{{member_id}}/{plural}/{{id}}",
+            summary=f"One {resource.entity.name} by its id",
+            **detail,
+        )
+        def id_view(
+            request: HttpRequest,
+            member_id: str = Path(..., pattern=MEMBER_ID_PATTERN),
+            id: int = Path(..., ge=1, le=MAX_ID),
+        ) -> HttpResponse:
+            return _detail(request, resource, member_id, {"bitrix_id": id})
+
+
+def _detail(request: HttpRequest, resource: Resource, member_id: str, lookup: dict[str, Any]) -> HttpResponse:
+    principal: Principal = request.auth  # type: ignore[attr-defined]
+    portal_id = _portal_id(principal, member_id)
+    _scope(principal, resource)
+
+    def build() -> bytes:
+        row = _live(resource, portal_id).filter(**lookup).values(*_values(resource)).first()
+        if row is None:
+            raise NotFound(f"no such {resource.entity.name}")
+        return resource.out.model_validate(_item(resource, row)).model_dump_json().encode()
+
+    return _cached_answer(request, portal_id, resource, f"detail:{json.dumps(lookup)}", build)
+
+
+for _resource in RESOURCES.values():
+    _register(_resource)
+
+
+@api.get(
+    "/portals/{member_id}",
+    response={200: PortalOut, **ERRORS},
+    url_name="portal-detail",
+    operation_id="get_portal",
+    summary="A portal and where its mirror stands",
+    tags=["portals"],
+)
+def portal_detail(request: HttpRequest, member_id: str = Path(..., pattern=MEMBER_ID_PATTERN)) -> PortalOut:
+    principal: Principal = request.auth  # type: ignore[attr-defined]
+    portal_id = _portal_id(principal, member_id)
+    portal = Portal.objects.filter(pk=portal_id).values("member_id", "domain", "state").first()
+    if portal is None:
+        raise NotFound("no such portal")
+    plurals = {r.entity.name: r.plural for r in RESOURCES.values()}
+    mirror = [
+        {
+            "entity": line.entity,
+            "resource": plurals[line.entity],
+            "state": line.state,
+            "rows": line.rows,
+            "pending": line.pending,
+            "completed_at": line.completed_at,
+            "reconciled_at": line.reconciled_at,
+        }
+        for line in mirror_status(portal_id=portal_id)
+    ]
+    return PortalOut.model_validate({**portal, "mirror": mirror})
+
+
+@_docs_limited
+def api_docs(request: HttpRequest) -> HttpResponse:
+    """Swagger UI from django-ninja's own static files (the "ninja" app), no CDN."""
+    return Swagger(settings={"persistAuthorization": True}).render_page(request, api)
