@@ -80,7 +80,7 @@ def main() -> None:
             "user_id": "1", "application_token": application_token,
         }  # fmt: skip
         return encode(
-            {"event": "ONCRMCONTACTUPDATE", "event_handler_id": "17", "data": {"FIELDS": {"ID": str(i)}},
+            {"event": "ONCRMACTIVITYUPDATE", "event_handler_id": "17", "data": {"FIELDS": {"ID": str(i)}},
              "ts": ts, "auth": auth}
         ).encode()  # fmt: skip
 

@@ -118,7 +118,7 @@ def _bodies(pairs: list[tuple[str, str]], count: int, *, forged: bool, first_id:
     for i in range(first_id, first_id + count):
         member_id, token = pairs[i % len(pairs)]
         payload = {
-            "event": "ONCRMCONTACTUPDATE",
+            "event": "ONCRMACTIVITYUPDATE",
             "event_handler_id": "17",
             "data": {"FIELDS": {"ID": str(i)}},
             "ts": ts,

@@ -48,6 +48,9 @@ def _networks(cidrs: tuple[str, ...]) -> tuple[Network, ...]:
     return parse_networks(cidrs)
 
 
+# Cached: the receiver asks for every request (refusal log, metrics), the same few proxies and
+# clients come again and again, and ipaddress parses in tens of microseconds.
+@functools.lru_cache(maxsize=4096)
 def _address(text: str) -> Address | None:
     text = text.strip()
     if text.startswith("[") and "]" in text:  # "[::1]:443", as some proxies write IPv6
@@ -66,6 +69,11 @@ def _address(text: str) -> Address | None:
 
 def in_networks(address: str, networks: Iterable[Network]) -> bool:
     """Whether ``address`` (text) lies in one of ``networks``; False for text that isn't an address."""
+    return _in_networks(address, tuple(networks))
+
+
+@functools.lru_cache(maxsize=4096)
+def _in_networks(address: str, networks: tuple[Network, ...]) -> bool:
     parsed = _address(address)
     return parsed is not None and any(parsed in network for network in networks)
 

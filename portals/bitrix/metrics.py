@@ -18,6 +18,7 @@ depth) are registered by the app that owns the data with :func:`register_gauge`.
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import os
 import re
@@ -125,6 +126,7 @@ _REFRESH_OUTCOMES = BoundedLabel(20, r"[a-z][a-z0-9_]{0,63}")
 _EVENT_REASONS = BoundedLabel(20, r"[a-z][a-z0-9_]{0,63}")
 
 
+@functools.lru_cache(maxsize=256)  # a few exception names, on every refused event: no regex each time
 def _snake(name: str) -> str:
     """``InvalidApplicationToken`` → ``invalid_application_token`` (exception names as labels)."""
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
