@@ -183,7 +183,9 @@ def test_load_from_both_hosts_keeps_the_shared_bucket_and_the_concurrency_cap(ho
     answers = counters["answers"]["by_portal"][member]
     assert counters["calls"][member]["crm.deal.get"] - before >= events
     assert sum(answers.values()) > 50 and answers.get("QUERY_LIMIT_EXCEEDED", 0) == 0
-    assert counters["max_in_flight"][member] == CAP, (
+    # Never more than the cap in flight at once across both hosts (on a loaded machine the calls
+    # may not even overlap: reaching the cap is not the point, never passing it is).
+    assert 1 <= counters["max_in_flight"][member] <= CAP, (
         counters["max_in_flight"][member],
         counters["calls"][member],
     )
