@@ -203,7 +203,7 @@ class Bitrix24Client:
                     logger.info("bitrix.operating.pace", extra={"portal": key, "method": m, "wait": delay})
                     self._sleep(delay)
                     waited += delay
-            with self._slots:
+            with self._slots, self.slots.hold(key, self.in_flight):
                 # Reserve only once a slot is ours, so queued threads don't hold reservations.
                 wait = self.limiter.reserve(key, self.bucket)
                 if wait > 0:
@@ -211,18 +211,15 @@ class Bitrix24Client:
                     waited += wait
                 stale = self.credentials.access_token()
                 try:
-                    # The portal's shared slot only for the request itself: held through the
-                    # bucket's wait, it kept other processes' ready requests from the portal.
-                    with self.slots.hold(key, self.in_flight):
-                        response = self.transport.post(
-                            self.credentials,
-                            method,
-                            params,
-                            token=stale,
-                            v3=v3,
-                            idempotency_key=idempotency_key,
-                            member_id=key,
-                        )
+                    response = self.transport.post(
+                        self.credentials,
+                        method,
+                        params,
+                        token=stale,
+                        v3=v3,
+                        idempotency_key=idempotency_key,
+                        member_id=key,
+                    )
                 except Bitrix24ApiError as e:
                     self.metrics.error(key, e.code or type(e).__name__, method=method, status=e.status)
                     error: Exception = e

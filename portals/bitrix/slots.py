@@ -72,7 +72,7 @@ class RedisSlots:
         *,
         prefix: str = "b24:",
         ttl: float = 90.0,
-        poll: float = 0.002,
+        poll: float = 0.01,
         sleep: Callable[[float], None] = time.sleep,
     ):
         self.redis = redis
@@ -93,9 +93,7 @@ class RedisSlots:
         with redis_failures("concurrency slots"):
             while not self._acquire(keys=[name], args=[limit, int(self.ttl * 1000), holder]):
                 self._sleep(pause)
-                # Capped low: a slot nobody takes while its waiter sleeps is the portal's time
-                # lost (a 250 ms cap cost multi-process reads a third of their rate).
-                pause = min(pause * 2, 0.02)
+                pause = min(pause * 2, 0.25)  # a long request frees its slot late: ask less often
         try:
             yield
         finally:
