@@ -49,7 +49,8 @@ def _networks(cidrs: tuple[str, ...]) -> tuple[Network, ...]:
 
 
 # Cached: the receiver asks for every request (refusal log, metrics), the same few proxies and
-# clients come again and again, and ipaddress parses in tens of microseconds.
+# clients come again and again, and parsing with ipaddress was a large share of a refusal's CPU
+# (docs/events.md, "Paired run after the redesign").
 @functools.lru_cache(maxsize=4096)
 def _address(text: str) -> Address | None:
     text = text.strip()
