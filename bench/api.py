@@ -269,7 +269,14 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--web-workers", type=int, default=2)
     parser.add_argument("--web-threads", type=int, default=4)
+    parser.add_argument(
+        "--passes",
+        default="sync,lists,freshness",
+        help="which parts to run, comma-separated: sync, lists, freshness (lists and freshness "
+        "need the sync)",
+    )
     args = parser.parse_args()
+    passes = set(args.passes.split(","))
     if _pick_generator("wrk") != "wrk":
         raise SystemExit("wrk is needed (apt-get install wrk)")
 
@@ -304,10 +311,15 @@ def main() -> None:
             _wait_ready(port)
             portals = _install(sandbox, args.portals, app_url)
             sync = _sync_all(portals, args.share_deals)
-            _vacuum()
-            results = _passes(args, port, portals)
-            results["freshness"] = _freshness(port, results.pop("_key"), portals[1], args.trials)
             load = os.getloadavg()[0]
+            results: dict[str, Any] = {}
+            if "lists" in passes or "freshness" in passes:
+                _vacuum()
+                results = _passes(args, port, portals, lists="lists" in passes)
+                load = os.getloadavg()[0]
+            if "freshness" in passes:
+                results["freshness"] = _freshness(port, results["_key"], portals[1], args.trials)
+            results.pop("_key", None)
         finally:
             for proc in procs:
                 proc.send_signal(signal.SIGTERM)
@@ -319,12 +331,14 @@ def main() -> None:
     _print(args, sync, results, load)
 
 
-def _passes(args: argparse.Namespace, port: int, portals: list[Any]) -> dict[str, Any]:
+def _passes(args: argparse.Namespace, port: int, portals: list[Any], *, lists: bool) -> dict[str, Any]:
     import requests
 
     from api.services.keys import apikey_create
 
     key = apikey_create(name="bench", portals=portals)[1]
+    if not lists:
+        return {"_key": key}
     members = [p.member_id for p in portals]
     cached = [f"/api/v1/portals/{m}/deals?page={page}&limit=50" for m in members for page in (1, 2, 3, 4, 5)]
     session = requests.Session()
@@ -390,15 +404,18 @@ def _print(args: argparse.Namespace, sync: dict[str, Any], results: dict[str, An
     print(f"| the mirror's share of the limit (2/s x share) | {sync['share_rate']:.2f} |")
     print(f"| sustained rate / share | {sync['sustained_rate'] / sync['share_rate']:.1%} |")
     print(f"| sustained rate / portal's limit (2/s) | {sync['sustained_rate'] / 2.0:.1%} |\n")
-    print("| requests | req/s | p50 ms | p99 ms | errors | non-2xx |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for name, r in results.items():
-        if name == "freshness":
-            continue
+    passes = [name for name in results if name != "freshness"]
+    if passes:
+        print("| requests | req/s | p50 ms | p99 ms | errors | non-2xx |")
+        print("|---|---:|---:|---:|---:|---:|")
+    for name in passes:
+        r = results[name]
         print(
             f"| {name} | {r['rps']:,.0f} | {r['p50_us'] / 1000:.1f} | {r['p99_us'] / 1000:.1f} "
             f"| {r['errors']} | {r['non2xx']} |"
         )
+    if "freshness" not in results:
+        return
     fresh = sorted(results["freshness"])
     print(
         f"\n| change on the sandbox → fresh API answer ({len(fresh)} trials) "
