@@ -5,6 +5,11 @@ Answered as ``{"error": {"code", "message", "fields"}}`` (api.views installs the
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
+from django.http import HttpResponse
+
 
 class ApiError(Exception):
     status = 400
@@ -48,3 +53,13 @@ class RateLimited(ApiError):
 
 class Unavailable(ApiError):
     status, code = 503, "unavailable"
+
+
+def error_response(
+    status: int, code: str, message: str, *, fields: Any = None, retry_after: int | None = None
+) -> HttpResponse:
+    body = {"error": {"code": code, "message": message, "fields": fields}}
+    response = HttpResponse(json.dumps(body), status=status, content_type="application/json")
+    if retry_after is not None:
+        response["Retry-After"] = str(retry_after)
+    return response

@@ -6,7 +6,6 @@ definition time, and the per-resource query models are local to :func:`_register
 
 import json
 import logging
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -24,7 +23,8 @@ from mirror.services.status import mirror_status
 from portals.conf import app_settings
 from portals.models import Portal
 
-from .errors import ApiError, Forbidden, NotFound, RateLimited, Unauthorized
+from . import answers
+from .errors import ApiError, Forbidden, NotFound, RateLimited, Unauthorized, error_response
 from .resources import MAX_ID, RESOURCES, Resource
 from .schemas import ErrorBody, PortalOut
 from .services import cache
@@ -37,16 +37,6 @@ MEMBER_ID_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}$"
 # Seconds a client is told to wait when the database is down.
 UNAVAILABLE_RETRY_AFTER = 30
 ERRORS: dict[int, Any] = {code: ErrorBody for code in (400, 401, 403, 404, 429, 503)}
-
-
-def error_response(
-    status: int, code: str, message: str, *, fields: Any = None, retry_after: int | None = None
-) -> HttpResponse:
-    body = {"error": {"code": code, "message": message, "fields": fields}}
-    response = HttpResponse(json.dumps(body), status=status, content_type="application/json")
-    if retry_after is not None:
-        response["Retry-After"] = str(retry_after)
-    return response
 
 
 def _unauthenticated(request: HttpRequest, error: ApiError) -> HttpResponse:
@@ -192,82 +182,64 @@ def _answer(request: HttpRequest, etag: str, body: bytes) -> HttpResponse:
 def _cached_answer(
     request: HttpRequest, portal_id: int, resource: Resource, request_key: str, build: Callable[[], bytes]
 ) -> HttpResponse:
-    key = cache.cache_key(portal_id=portal_id, entity=resource.entity.name, request_key=request_key)
-    hit = cache.cached(key)
-    if hit is not None:
-        etag, body = hit
-        return _answer(request, etag, body)
+    found = cache.lookup(portal_id=portal_id, entity=resource.entity.name, request_key=request_key)
+    if found.payload is not None:
+        etag, _, body = found.payload.partition(b"\n")
+        return _answer(request, etag.decode(), body)
     body = build()
     etag = cache.etag_of(body)
-    cache.store(key, (etag, body))
+    cache.store(found, etag.encode() + b"\n" + body)
     return _answer(request, etag, body)
 
 
-def _live(resource: Resource, portal_id: int) -> Any:
-    return resource.entity.model._default_manager.filter(portal_id=portal_id, deleted_at__isnull=True)
-
-
-def _item(resource: Resource, row: dict[str, Any]) -> dict[str, Any]:
-    item = {name: row[column] for name, column in resource.columns.items()}
-    item["fields"] = row["data"]
-    return item
-
-
-def _values(resource: Resource) -> list[str]:
-    return sorted({*resource.columns.values(), "bitrix_id", "data"})
-
-
-def _total(portal_id: int, resource: Resource, queryset: Any, filters: dict[str, Any]) -> int:
+def _total(selection: answers.Selection) -> int:
     """The count for these filters, cached under the data version: pages of one listing share it."""
-    key = cache.cache_key(
-        portal_id=portal_id,
-        entity=resource.entity.name,
-        request_key="count:" + json.dumps(filters, sort_keys=True, default=str),
+    found = cache.lookup(
+        portal_id=selection.portal_id,
+        entity=selection.resource.entity.name,
+        request_key="count:" + json.dumps(selection.filters, sort_keys=True, default=str),
     )
-    total = cache.cached(key)
-    if not isinstance(total, int):
-        total = queryset.count()
-        cache.store(key, total)
+    if found.payload is not None:
+        return int(found.payload)
+    total = answers.count(selection)
+    cache.store(found, str(total).encode())
     return total
 
 
-def _list_body(portal_id: int, resource: Resource, page_model: type[BaseModel], query: BaseModel) -> bytes:
+def _list_body(portal_id: int, resource: Resource, query: BaseModel) -> bytes:
     params = query.model_dump()
-    queryset = _live(resource, portal_id)
     filters = {}
     for name, lookup in resource.filters.items():
         if params.get(name) is not None:
             filters[lookup] = params[name]
     limit, page, after, order = params["limit"], params["page"], params["after"], params["order"]
+    # ``total`` counts the rows the filters match, wherever the cursor stands: every page of an
+    # export shares one (cached) count instead of counting what lies beyond each page.
+    total = _total(answers.Selection(resource, portal_id, dict(filters)))
     # ``after`` is a keyset filter (ids above it): in the default order, page after page by
     # next_after, it is the exact cursor (rows deleted or added meanwhile shift nothing).
     if after is not None:
         filters["bitrix_id__gt"] = after
-    queryset = queryset.filter(**filters)
-    total = _total(portal_id, resource, queryset, filters)
     name = order.removeprefix("-")
     column = "bitrix_id" if name == "id" else resource.columns.get(name, name)
     # The database's own NULL order (last ascending, first descending), so each order reads its
     # (portal, column, id) index forwards or backwards instead of sorting the portal's rows.
     sign = "-" if order.startswith("-") else ""
-    ordering = [f"{sign}{column}", f"{sign}bitrix_id"] if column != "bitrix_id" else [f"{sign}bitrix_id"]
-    offset = (page - 1) * limit
-    found = list(queryset.order_by(*ordering).values(*_values(resource))[offset : offset + limit])
-    items = [_item(resource, row) for row in found]
-    answer = {
-        "items": items,
-        "page": page,
-        "limit": limit,
-        "total": total,
-        "pages": math.ceil(total / limit),
-        "next_after": found[-1]["bitrix_id"] if order == "id" and len(found) == limit else None,
-    }
-    return page_model.model_validate(answer).model_dump_json().encode()
+    ordering = (f"{sign}{column}", f"{sign}bitrix_id") if column != "bitrix_id" else (f"{sign}bitrix_id",)
+    selection = answers.Selection(resource, portal_id, filters, ordering)
+    found = answers.rows_json(selection, offset=(page - 1) * limit, limit=limit)
+    return answers.page_body(
+        [row for _, row in found],
+        page=page,
+        limit=limit,
+        total=total,
+        next_after=found[-1][0] if order == "id" and len(found) == limit else None,
+    )
 
 
 def _register(resource: Resource) -> None:
     query_model = resource.query_model()
-    page_model = resource.page_model()
+    page_model = resource.page_model()  # the answer's schema; the body is built by api.answers
     plural = resource.plural
 
     @api.get(
@@ -292,7 +264,7 @@ def _register(resource: Resource) -> None:
             portal_id,
             resource,
             request_key,
-            lambda: _list_body(portal_id, resource, page_model, query),
+            lambda: _list_body(portal_id, resource, query),
         )
 
     detail = {
@@ -336,10 +308,10 @@ def _detail(request: HttpRequest, resource: Resource, member_id: str, lookup: di
     _scope(principal, resource)
 
     def build() -> bytes:
-        row = _live(resource, portal_id).filter(**lookup).values(*_values(resource)).first()
-        if row is None:
+        found = answers.rows_json(answers.Selection(resource, portal_id, lookup), offset=0, limit=1)
+        if not found:
             raise NotFound(f"no such {resource.entity.name}")
-        return resource.out.model_validate(_item(resource, row)).model_dump_json().encode()
+        return found[0][1]
 
     return _cached_answer(request, portal_id, resource, f"detail:{json.dumps(lookup)}", build)
 

@@ -1,20 +1,20 @@
 """The mirror's data version per (portal, entity): what the API's response cache is keyed by.
 
 Every write to a portal's entity bumps its version after the commit, so a cached answer built
-from the earlier data is never found again (it ages out). The version lives in the Django cache
-(Redis in production, in-process in single-process mode); a version that is missing (first use,
-evicted) is replaced by a new one, never by an old number, so a lost key can't revive stale
-answers. Reads raise ``VersionUnavailable`` when the cache is down: callers serve uncached.
+from the earlier data is never used again (it ages out). The version is a shared value
+(bitrix_app.shared_values: Redis in production, the process's cache in single-process mode); a
+version that is missing (first use, evicted) is replaced by a new one, never by an old number, so
+a lost key can't revive stale answers. Reads raise ``VersionUnavailable`` when the store is down:
+callers serve uncached.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
-from django.core.cache import cache
-
+from bitrix_app.shared_values import shared_values
 from portals.refusals import ThrottledWarning
 
 logger = logging.getLogger("mirror.versions")
@@ -22,31 +22,47 @@ _log_failure = ThrottledWarning(logger, "mirror.version_bump_failed", interval=6
 
 
 class VersionUnavailable(Exception):
-    """The cache that holds the versions failed."""
+    """The store that holds the versions failed."""
 
 
 def _key(portal_id: int, entity: str) -> str:
     return f"mirror:version:{portal_id}:{entity}"
 
 
+def _new_version() -> bytes:
+    return str(time.time_ns()).encode()
+
+
+def mirror_version_with(
+    *, portal_id: int, entity: str, keys: Sequence[str] = ()
+) -> tuple[bytes, list[bytes | None]]:
+    """The current version of a portal's entity (opaque bytes) and the shared values of ``keys``,
+    read in one round trip (the API reads its cached answer with it)."""
+    store = shared_values()
+    try:
+        version, *values = store.get_many([_key(portal_id, entity), *keys])
+        if version is None:
+            store.add(_key(portal_id, entity), _new_version())
+            version, *values = store.get_many([_key(portal_id, entity), *keys])
+    except Exception as e:  # the store's own errors (redis, connection) vary by backend
+        raise VersionUnavailable(f"{type(e).__name__}: {e}") from e
+    if version is None:  # evicted between the add and the read: nothing can be trusted to it
+        raise VersionUnavailable("the version was evicted while it was read")
+    return version, values
+
+
 def mirror_version(*, portal_id: int, entity: str) -> str:
     """The current version of a portal's entity (an opaque string)."""
-    key = _key(portal_id, entity)
-    try:
-        version = cache.get(key)
-        if version is None:
-            cache.add(key, time.time_ns(), timeout=None)
-            version = cache.get(key)
-    except Exception as e:  # the cache backend's own errors (redis, connection) vary by backend
-        raise VersionUnavailable(f"{type(e).__name__}: {e}") from e
-    return str(version)
+    return mirror_version_with(portal_id=portal_id, entity=entity)[0].decode()
 
 
 def mirror_versions_bump(*, portal_id: int, entities: Iterable[str]) -> None:
     """New versions for ``entities`` of the portal (after their writes committed). A failure is
     logged once a minute: cached answers then live out their timeout (docs/api.md, "Cache")."""
     try:
-        cache.set_many({_key(portal_id, entity): time.time_ns() for entity in entities}, timeout=None)
+        shared_values().set_many(
+            {_key(portal_id, entity): _new_version() for entity in entities}, timeout=None
+        )
     except Exception as e:
         _log_failure.warn(type(e).__name__, error=type(e).__name__)
         logger.debug("mirror.version_bump_error", exc_info=e)

@@ -58,6 +58,7 @@ def test_the_cursor_stays_exact_while_data_changes(mirrored, make_key, api):
     base = f"/api/v1/portals/{portal.member_id}/deals?limit=40"
     first = _get(api, base + "&after=0", key).json()
     assert [i["id"] for i in first["items"]] == list(range(1, 41)) and first["next_after"] == 40
+    assert (first["total"], first["pages"]) == (120, 3)  # what the filters match, not what follows
     # Meanwhile rows ahead of the cursor are deleted and rows behind it change: no row is skipped
     # or repeated, as an offset would.
     object_deleted(portal_id=portal.pk, entity=ENTITIES["deal"], bitrix_id=10)
@@ -66,6 +67,7 @@ def test_the_cursor_stays_exact_while_data_changes(mirrored, make_key, api):
     cursor = first["next_after"]
     while cursor is not None:
         page = _get(api, f"{base}&after={cursor}", key).json()
+        assert page["total"] == 118  # the deletions moved the version on: counted again
         seen += [i["id"] for i in page["items"]]
         cursor = page["next_after"]
     assert seen == [i for i in range(1, 121) if i != 50]

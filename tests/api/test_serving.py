@@ -1,0 +1,103 @@
+"""How /api/v1 answers are served: past the browser's middleware, with bodies built by the database
+that equal the output models' own, and cached answers that follow the data version."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.test import Client
+
+from api import answers
+from api.resources import RESOURCES
+from api.services import cache
+from mirror.services.versions import mirror_version, mirror_versions_bump
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_api_answers_skip_the_browser_middleware_but_not_security(mirrored, make_key, api, settings):
+    portal = mirrored()
+    key = make_key(portal)
+    response = api.get(
+        f"/api/v1/portals/{portal.member_id}/deals",
+        HTTP_X_API_KEY=key,
+        HTTP_ACCEPT_LANGUAGE="ru",
+        HTTP_COOKIE="sessionid=x; csrftoken=y",
+    )
+    assert response.status_code == 200
+    # No session, locale or CSRF work: nothing varies by cookie or language, no cookie is set.
+    assert "Vary" not in response and not response.cookies and "Content-Language" not in response
+    assert "X-Frame-Options" not in response
+    # What runs above it still does: the request id, SecurityMiddleware's headers.
+    assert response["X-Request-ID"] and response["X-Content-Type-Options"] == "nosniff"
+    # A browser page still gets the browser's middleware.
+    page = api.get("/admin/login/", HTTP_ACCEPT_LANGUAGE="ru")
+    assert "Cookie" in page["Vary"] and page["Content-Language"] == "ru"
+    # SecurityMiddleware's redirect to https applies to the API too.
+    settings.SECURE_SSL_REDIRECT = True  # read when the middleware is built: a new client builds it
+    redirected = Client().get(f"/api/v1/portals/{portal.member_id}/deals", HTTP_X_API_KEY=key)
+    assert redirected.status_code == 301 and redirected["Location"].startswith("https://")
+
+
+def test_an_unknown_api_path_is_a_json_404(api):
+    response = api.get("/api/v1/nothing/here")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize("plural", sorted(RESOURCES))
+def test_database_built_rows_equal_the_output_models(mirrored, plural):
+    portal = mirrored()
+    resource = RESOURCES[plural]
+    selection = answers.Selection(resource, portal.pk)
+    built = answers.rows_json_from_database(selection, offset=0, limit=30)
+    modelled = answers.rows_json_from_models(selection, offset=0, limit=30)
+    assert built, f"the sandbox portal has no {plural}"
+    assert [ident for ident, _ in built] == [ident for ident, _ in modelled]
+    for (_, text), (_, reference) in zip(built, modelled, strict=True):
+        # Valid for the schema's model, and the same object as the model would write.
+        assert resource.out.model_validate_json(text) == resource.out.model_validate_json(reference)
+        document = json.loads(text)
+        assert list(document) == [*resource.columns, "fields"]  # the declared order
+        for name, value in document.items():
+            if name in ("opportunity", "revenue", "amount") and value is not None:
+                assert isinstance(value, str)  # money as a decimal string, never a float
+    assert answers.count(selection) == selection.queryset().count()
+
+
+def test_a_cached_answer_is_used_only_under_its_version(mirrored):
+    portal = mirrored()
+    found = cache.lookup(portal_id=portal.pk, entity="deal", request_key="list:probe")
+    assert found.key is not None and found.payload is None
+    cache.store(found, b"answer one")
+    again = cache.lookup(portal_id=portal.pk, entity="deal", request_key="list:probe")
+    assert again.payload == b"answer one"
+    assert cache.lookup(portal_id=portal.pk, entity="lead", request_key="list:probe").payload is None
+    before = mirror_version(portal_id=portal.pk, entity="deal")
+    mirror_versions_bump(portal_id=portal.pk, entities=["deal"])
+    assert mirror_version(portal_id=portal.pk, entity="deal") != before
+    after = cache.lookup(portal_id=portal.pk, entity="deal", request_key="list:probe")
+    assert after.payload is None  # built under the old version: never served again
+    # A request that looked up before the bump and stores after it stores under the old version.
+    cache.store(found, b"stale")
+    assert cache.lookup(portal_id=portal.pk, entity="deal", request_key="list:probe").payload is None
+
+
+def test_without_redis_the_cache_lives_in_the_process(mirrored, settings):
+    portal = mirrored()
+    settings.REDIS_URL = ""
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    found = cache.lookup(portal_id=portal.pk, entity="deal", request_key="list:local")
+    cache.store(found, b"kept here")
+    assert cache.lookup(portal_id=portal.pk, entity="deal", request_key="list:local").payload == b"kept here"
+    mirror_versions_bump(portal_id=portal.pk, entities=["deal"])
+    assert cache.lookup(portal_id=portal.pk, entity="deal", request_key="list:local").payload is None
+
+
+def test_a_store_that_is_down_serves_uncached(mirrored, settings):
+    portal = mirrored()
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    found = cache.lookup(portal_id=portal.pk, entity="deal", request_key="list:down")
+    assert found.key is None and found.payload is None
+    cache.store(found, b"nowhere")  # nothing to store to, and no error
