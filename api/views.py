@@ -182,59 +182,70 @@ def _answer(request: HttpRequest, etag: str, body: bytes) -> HttpResponse:
 def _cached_answer(
     request: HttpRequest, portal_id: int, resource: Resource, request_key: str, build: Callable[[], bytes]
 ) -> HttpResponse:
-    found = cache.lookup(portal_id=portal_id, entity=resource.entity.name, request_key=request_key)
-    if found.payload is not None:
-        etag, _, body = found.payload.partition(b"\n")
+    found = cache.lookup(portal_id=portal_id, entity=resource.entity.name, request_keys=[request_key])
+    cached = found.payload()
+    if cached is not None:
+        etag, _, body = cached.partition(b"\n")
         return _answer(request, etag.decode(), body)
     body = build()
     etag = cache.etag_of(body)
-    cache.store(found, etag.encode() + b"\n" + body)
+    cache.store(found, {0: etag.encode() + b"\n" + body})
     return _answer(request, etag, body)
 
 
-def _total(selection: answers.Selection) -> int:
-    """The count for these filters, cached under the data version: pages of one listing share it."""
+class _Listing:
+    """One list request: the rows it selects and the filter set its ``total`` counts."""
+
+    def __init__(self, portal_id: int, resource: Resource, query: BaseModel):
+        params = query.model_dump()
+        filters = {}
+        for name, lookup in resource.filters.items():
+            if params.get(name) is not None:
+                filters[lookup] = params[name]
+        self.limit, self.page, self.order = params["limit"], params["page"], params["order"]
+        # ``total`` counts the rows the filters match, wherever the cursor stands: every page of an
+        # export shares one (cached) count instead of counting what lies beyond each page.
+        self.counted = answers.Selection(resource, portal_id, dict(filters))
+        self.count_key = "count:" + json.dumps(filters, sort_keys=True, default=str)
+        # ``after`` is a keyset filter (ids above it): in the default order, page after page by
+        # next_after, it is the exact cursor (rows deleted or added meanwhile shift nothing).
+        if params["after"] is not None:
+            filters["bitrix_id__gt"] = params["after"]
+        name = self.order.removeprefix("-")
+        column = "bitrix_id" if name == "id" else resource.columns.get(name, name)
+        # The database's own NULL order (last ascending, first descending), so each order reads its
+        # (portal, column, id) index forwards or backwards instead of sorting the portal's rows.
+        sign = "-" if self.order.startswith("-") else ""
+        ordering = (f"{sign}{column}", f"{sign}bitrix_id") if column != "bitrix_id" else (f"{sign}bitrix_id",)
+        self.selected = answers.Selection(resource, portal_id, filters, ordering)
+
+    def body(self, total: int) -> bytes:
+        found = answers.rows_json(self.selected, offset=(self.page - 1) * self.limit, limit=self.limit)
+        return answers.page_body(
+            [row for _, row in found],
+            page=self.page,
+            limit=self.limit,
+            total=total,
+            next_after=found[-1][0] if self.order == "id" and len(found) == self.limit else None,
+        )
+
+
+def _list_answer(request: HttpRequest, listing: _Listing, request_key: str) -> HttpResponse:
+    """The page from the cache, else built; its count (shared by the pages of one filter set) is
+    looked up and stored with it."""
+    resource, portal_id = listing.selected.resource, listing.selected.portal_id
     found = cache.lookup(
-        portal_id=selection.portal_id,
-        entity=selection.resource.entity.name,
-        request_key="count:" + json.dumps(selection.filters, sort_keys=True, default=str),
+        portal_id=portal_id, entity=resource.entity.name, request_keys=[request_key, listing.count_key]
     )
-    if found.payload is not None:
-        return int(found.payload)
-    total = answers.count(selection)
-    cache.store(found, str(total).encode())
-    return total
-
-
-def _list_body(portal_id: int, resource: Resource, query: BaseModel) -> bytes:
-    params = query.model_dump()
-    filters = {}
-    for name, lookup in resource.filters.items():
-        if params.get(name) is not None:
-            filters[lookup] = params[name]
-    limit, page, after, order = params["limit"], params["page"], params["after"], params["order"]
-    # ``total`` counts the rows the filters match, wherever the cursor stands: every page of an
-    # export shares one (cached) count instead of counting what lies beyond each page.
-    total = _total(answers.Selection(resource, portal_id, dict(filters)))
-    # ``after`` is a keyset filter (ids above it): in the default order, page after page by
-    # next_after, it is the exact cursor (rows deleted or added meanwhile shift nothing).
-    if after is not None:
-        filters["bitrix_id__gt"] = after
-    name = order.removeprefix("-")
-    column = "bitrix_id" if name == "id" else resource.columns.get(name, name)
-    # The database's own NULL order (last ascending, first descending), so each order reads its
-    # (portal, column, id) index forwards or backwards instead of sorting the portal's rows.
-    sign = "-" if order.startswith("-") else ""
-    ordering = (f"{sign}{column}", f"{sign}bitrix_id") if column != "bitrix_id" else (f"{sign}bitrix_id",)
-    selection = answers.Selection(resource, portal_id, filters, ordering)
-    found = answers.rows_json(selection, offset=(page - 1) * limit, limit=limit)
-    return answers.page_body(
-        [row for _, row in found],
-        page=page,
-        limit=limit,
-        total=total,
-        next_after=found[-1][0] if order == "id" and len(found) == limit else None,
-    )
+    cached, counted = found.payload(0), found.payload(1)
+    if cached is not None:
+        etag, _, body = cached.partition(b"\n")
+        return _answer(request, etag.decode(), body)
+    total = int(counted) if counted is not None else answers.count(listing.counted)
+    body = listing.body(total)
+    etag = cache.etag_of(body)
+    cache.store(found, {0: etag.encode() + b"\n" + body, 1: str(total).encode()})
+    return _answer(request, etag, body)
 
 
 def _register(resource: Resource) -> None:
@@ -259,13 +270,7 @@ def _register(resource: Resource) -> None:
         portal_id = _portal_id(principal, member_id)
         _scope(principal, resource)
         request_key = "list:" + query.model_dump_json()
-        return _cached_answer(
-            request,
-            portal_id,
-            resource,
-            request_key,
-            lambda: _list_body(portal_id, resource, query),
-        )
+        return _list_answer(request, _Listing(portal_id, resource, query), request_key)
 
     detail = {
         "response": {200: resource.out, 304: None, **ERRORS},

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from bitrix_app.shared_values import shared_values
@@ -27,12 +28,16 @@ _SEPARATOR = b"\n"
 
 @dataclass(frozen=True)
 class Lookup:
-    """What the cache holds for one request: ``payload`` when it is of the current version.
-    ``key`` is None when the store can't be read (then nothing is stored either)."""
+    """What the cache holds for the keys of one request: ``payloads[i]`` for ``keys[i]`` when it
+    is of the current version, else None. ``keys`` is empty when the store can't be read (then
+    nothing is stored either)."""
 
-    key: str | None
+    keys: tuple[str, ...] = ()
     version: bytes = b""
-    payload: bytes | None = None
+    payloads: tuple[bytes | None, ...] = ()
+
+    def payload(self, index: int = 0) -> bytes | None:
+        return self.payloads[index] if self.payloads else None
 
 
 def etag_of(body: bytes) -> str:
@@ -48,31 +53,33 @@ def etag_matches(header: str, etag: str) -> bool:
     return any(tag.strip().removeprefix("W/") == etag for tag in header.split(","))
 
 
-def lookup(*, portal_id: int, entity: str, request_key: str) -> Lookup:
-    """The cached payload for ``request_key`` (what identifies the request: path, parameters) on
-    the portal's entity, if it was stored under the entity's current version."""
-    digest = hashlib.sha256(request_key.encode()).hexdigest()[:40]
-    key = f"api:v1:{portal_id}:{entity}:{digest}"
+def lookup(*, portal_id: int, entity: str, request_keys: Sequence[str]) -> Lookup:
+    """The cached payloads for ``request_keys`` (what identifies each: path, parameters) on the
+    portal's entity, where they were stored under the entity's current version: one round trip."""
+    keys = tuple(
+        f"api:v1:{portal_id}:{entity}:{hashlib.sha256(k.encode()).hexdigest()[:40]}" for k in request_keys
+    )
     try:
-        version, (stored,) = mirror_version_with(portal_id=portal_id, entity=entity, keys=[key])
+        version, stored = mirror_version_with(portal_id=portal_id, entity=entity, keys=keys)
     except VersionUnavailable as e:
         _log_failure.warn("lookup", error=str(e)[:200])
-        return Lookup(key=None)
-    if stored is not None:
-        stored_version, _, payload = stored.partition(_SEPARATOR)
-        if stored_version == version:
-            return Lookup(key=key, version=version, payload=payload)
-    return Lookup(key=key, version=version)
+        return Lookup()
+    payloads: list[bytes | None] = []
+    for value in stored:
+        stored_version, _, payload = (value or b"").partition(_SEPARATOR)
+        payloads.append(payload if value is not None and stored_version == version else None)
+    return Lookup(keys=keys, version=version, payloads=tuple(payloads))
 
 
-def store(found: Lookup, payload: bytes) -> None:
-    """Keep ``payload`` for the request ``found`` was looked up for, under the version read then
-    (if the data changed meanwhile, the next lookup sees a newer version and ignores it)."""
-    if found.key is None:
+def store(found: Lookup, payloads: Mapping[int, bytes]) -> None:
+    """Keep ``payloads[i]`` for ``found.keys[i]`` under the version read with them (if the data
+    changed meanwhile, the next lookup sees a newer version and ignores them): one round trip."""
+    if not found.keys or not payloads:
         return
     try:
         shared_values().set_many(
-            {found.key: found.version + _SEPARATOR + payload}, timeout=app_settings.api_cache_seconds
+            {found.keys[i]: found.version + _SEPARATOR + payload for i, payload in payloads.items()},
+            timeout=app_settings.api_cache_seconds,
         )
     except Exception as e:  # the store's own errors (redis, connection) vary by backend
         _log_failure.warn("store", error=type(e).__name__)

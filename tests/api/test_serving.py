@@ -66,38 +66,39 @@ def test_database_built_rows_equal_the_output_models(mirrored, plural):
     assert answers.count(selection) == selection.queryset().count()
 
 
+def _cached(portal, request_key, entity="deal"):
+    return cache.lookup(portal_id=portal.pk, entity=entity, request_keys=[request_key]).payload()
+
+
 def test_a_cached_answer_is_used_only_under_its_version(mirrored):
     portal = mirrored()
-    found = cache.lookup(portal_id=portal.pk, entity="deal", request_key="list:probe")
-    assert found.key is not None and found.payload is None
-    cache.store(found, b"answer one")
-    again = cache.lookup(portal_id=portal.pk, entity="deal", request_key="list:probe")
-    assert again.payload == b"answer one"
-    assert cache.lookup(portal_id=portal.pk, entity="lead", request_key="list:probe").payload is None
+    found = cache.lookup(portal_id=portal.pk, entity="deal", request_keys=["list:probe", "count:probe"])
+    assert found.keys and found.payload(0) is None and found.payload(1) is None
+    cache.store(found, {0: b"answer one", 1: b"120"})
+    assert (_cached(portal, "list:probe"), _cached(portal, "count:probe")) == (b"answer one", b"120")
+    assert _cached(portal, "list:probe", entity="lead") is None
     before = mirror_version(portal_id=portal.pk, entity="deal")
     mirror_versions_bump(portal_id=portal.pk, entities=["deal"])
     assert mirror_version(portal_id=portal.pk, entity="deal") != before
-    after = cache.lookup(portal_id=portal.pk, entity="deal", request_key="list:probe")
-    assert after.payload is None  # built under the old version: never served again
+    assert _cached(portal, "list:probe") is None  # built under the old version: never served again
     # A request that looked up before the bump and stores after it stores under the old version.
-    cache.store(found, b"stale")
-    assert cache.lookup(portal_id=portal.pk, entity="deal", request_key="list:probe").payload is None
+    cache.store(found, {0: b"stale"})
+    assert _cached(portal, "list:probe") is None
 
 
 def test_without_redis_the_cache_lives_in_the_process(mirrored, settings):
     portal = mirrored()
     settings.REDIS_URL = ""
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
-    found = cache.lookup(portal_id=portal.pk, entity="deal", request_key="list:local")
-    cache.store(found, b"kept here")
-    assert cache.lookup(portal_id=portal.pk, entity="deal", request_key="list:local").payload == b"kept here"
+    cache.store(cache.lookup(portal_id=portal.pk, entity="deal", request_keys=["list:local"]), {0: b"here"})
+    assert _cached(portal, "list:local") == b"here"
     mirror_versions_bump(portal_id=portal.pk, entities=["deal"])
-    assert cache.lookup(portal_id=portal.pk, entity="deal", request_key="list:local").payload is None
+    assert _cached(portal, "list:local") is None
 
 
 def test_a_store_that_is_down_serves_uncached(mirrored, settings):
     portal = mirrored()
     settings.REDIS_URL = "redis://127.0.0.1:1/0"
-    found = cache.lookup(portal_id=portal.pk, entity="deal", request_key="list:down")
-    assert found.key is None and found.payload is None
-    cache.store(found, b"nowhere")  # nothing to store to, and no error
+    found = cache.lookup(portal_id=portal.pk, entity="deal", request_keys=["list:down"])
+    assert not found.keys and found.payload() is None
+    cache.store(found, {0: b"nowhere"})  # nothing to store to, and no error
