@@ -2,9 +2,9 @@
 
 Complements bench/events_load.py on a busy machine: CPU time per request (time.process_time)
 barely depends on what else runs, while throughput does. Runs the web process's WSGI entry point
-(events.wsgi: the receiver's lean middleware lane, the real view, PostgreSQL INSERT + durable
+(bitrix_app.wsgi: the receiver's lean middleware lane, the real view, PostgreSQL INSERT + durable
 commit, the Redis wake-up) and, for comparison, Django's plain WSGI handler with every middleware
-(bitrix_app.wsgi), for accepted and forged events, and prints CPU and wall time per request and
+(the full site), for accepted and forged events, and prints CPU and wall time per request and
 the implied ceiling on 2 cores.
 
     .venv/bin/python bench/events_hotpath.py [--requests 2000]
@@ -84,9 +84,9 @@ def main() -> None:
              "ts": ts, "auth": auth}
         ).encode()  # fmt: skip
 
-    from events.wsgi import application as lean_entry
+    from bitrix_app.wsgi import application as lean_entry
 
-    full_site = WSGIHandler()  # bitrix_app.wsgi: every middleware
+    full_site = WSGIHandler()  # every middleware
     statuses: list[str] = []
 
     def run(bodies: list[bytes], handler=lean_entry) -> tuple[float, float]:
@@ -106,8 +106,8 @@ def main() -> None:
         run([body(i, token) for i in range(100)])  # warm-up
         run([body(100 + i, token) for i in range(100)], full_site)
         results = {}
-        for name, entry in (("events.wsgi", lean_entry), ("bitrix_app.wsgi", full_site)):
-            offset = 10_000 if name == "events.wsgi" else 20_000
+        for name, entry in (("lean lane", lean_entry), ("full site", full_site)):
+            offset = 10_000 if name == "lean lane" else 20_000
             results[f"accepted, {name}"] = run([body(offset + i, token) for i in range(args.requests)], entry)
             assert statuses[-1].startswith("200"), statuses[-1]
             results[f"forged, {name}"] = run([body(i, "f" * 32) for i in range(args.requests)], entry)

@@ -1,6 +1,6 @@
 """Load test of the event receiver, served as in production.
 
-Starts the web server as deploy/web.sh does (granian, the events.wsgi entry point; --server gunicorn
+Starts the web server as deploy/web.sh does (granian, the bitrix_app.wsgi entry point; --server gunicorn
 to compare), a Celery worker and, from a second process, a load generator on loopback (wrk, installed
 when missing, else the Python generator); N portals; a recording no-op handler
 (bench/events_recorder.py). Three passes: accepted events as fast as the server answers them
@@ -534,7 +534,7 @@ def main() -> None:
     parser.add_argument("--celery-concurrency", type=int, default=2)
     parser.add_argument("--drain-timeout", type=float, default=120.0)
     parser.add_argument("--server", choices=["granian", "gunicorn"], default="granian")
-    parser.add_argument("--app", default="events.wsgi:application", help="the WSGI entry point to serve")
+    parser.add_argument("--app", default="bitrix_app.wsgi:application", help="the WSGI entry point to serve")
     parser.add_argument(
         "--generator", choices=["auto", "wrk", "python"], default="auto",
         help="wrk (installed with apt-get if missing), the Python generator, or auto: wrk if possible",

@@ -1,6 +1,6 @@
 """A small deployment on loopback, for the fault suite (bench/faults.py) and the two-host test
 (tests/multihost): "hosts" that each run a web process as deploy/web.sh does (granian, the
-events.wsgi entry point) and a Celery worker as deploy/worker.sh does, one beat (deploy/beat.sh),
+bitrix_app.wsgi entry point) and a Celery worker as deploy/worker.sh does, one beat (deploy/beat.sh),
 and PostgreSQL and Redis instances of our own that a fault may kill and restart.
 
 Every process is started in a session of its own and stopped by its process group; nothing here

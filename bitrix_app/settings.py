@@ -66,8 +66,6 @@ MIDDLEWARE = [
     "bitrix_app.probes.ProbesMiddleware",
     "bitrix_app.probes.RequestScopeMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    # /api/v1/ is answered here: the browser middleware below has no work for a key (api/middleware.py).
-    "api.middleware.ApiMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     # The console speaks the browser's language; the app page the portal's (portals/views/app.py).

@@ -17,8 +17,8 @@ PY="${PYTHON:-.venv/bin/python}"
 if [ -n "${PROMETHEUS_MULTIPROC_DIR:-}" ]; then mkdir -p "$PROMETHEUS_MULTIPROC_DIR"; fi
 BIND="${WEB_BIND:-127.0.0.1:8000}"
 if [ -n "${REDIS_URL:-}" ]; then WORKERS="${WEB_CONCURRENCY:-2}"; else WORKERS="${WEB_CONCURRENCY:-1}"; fi
-# events.wsgi serves the whole site; only the Bitrix24 event receiver gets a leaner middleware lane.
-APP=events.wsgi:application
+# bitrix_app.wsgi serves the whole site; the event receiver and the API get a leaner middleware lane.
+APP=bitrix_app.wsgi:application
 
 if [ "${WEB_SERVER:-granian}" = "gunicorn" ]; then
   exec "$PY" -m gunicorn "$APP" \

@@ -1,12 +1,12 @@
-"""How /api/v1 answers are served: past the browser's middleware, with bodies built by the database
-that equal the output models' own, and cached answers that follow the data version."""
+"""How /api/v1 answers are built and kept: bodies built by the database that equal the output
+models' own, and cached answers that follow the data version (the lean lane that serves them:
+tests/test_wsgi_entry.py)."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-from django.test import Client
 
 from api import answers
 from api.resources import RESOURCES
@@ -14,36 +14,6 @@ from api.services import cache
 from mirror.services.versions import mirror_version, mirror_versions_bump
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def test_api_answers_skip_the_browser_middleware_but_not_security(mirrored, make_key, api, settings):
-    portal = mirrored()
-    key = make_key(portal)
-    response = api.get(
-        f"/api/v1/portals/{portal.member_id}/deals",
-        HTTP_X_API_KEY=key,
-        HTTP_ACCEPT_LANGUAGE="ru",
-        HTTP_COOKIE="sessionid=x; csrftoken=y",
-    )
-    assert response.status_code == 200
-    # No session, locale or CSRF work: nothing varies by cookie or language, no cookie is set.
-    assert "Vary" not in response and not response.cookies and "Content-Language" not in response
-    assert "X-Frame-Options" not in response
-    # What runs above it still does: the request id, SecurityMiddleware's headers.
-    assert response["X-Request-ID"] and response["X-Content-Type-Options"] == "nosniff"
-    # A browser page still gets the browser's middleware.
-    page = api.get("/admin/login/", HTTP_ACCEPT_LANGUAGE="ru")
-    assert "Cookie" in page["Vary"] and page["Content-Language"] == "ru"
-    # SecurityMiddleware's redirect to https applies to the API too.
-    settings.SECURE_SSL_REDIRECT = True  # read when the middleware is built: a new client builds it
-    redirected = Client().get(f"/api/v1/portals/{portal.member_id}/deals", HTTP_X_API_KEY=key)
-    assert redirected.status_code == 301 and redirected["Location"].startswith("https://")
-
-
-def test_an_unknown_api_path_is_a_json_404(api):
-    response = api.get("/api/v1/nothing/here")
-    assert response.status_code == 404
-    assert response.json()["error"]["code"] == "not_found"
 
 
 @pytest.mark.parametrize("plural", sorted(RESOURCES))

@@ -12,7 +12,7 @@ import pytest
 from events import views
 from events.models import Event
 from portals.refusals import RefusalLog
-from tests.events.test_wsgi_entry import call
+from tests.test_wsgi_entry import call
 from tests.fixtures.events import form_body, load_payload
 
 pytestmark = pytest.mark.django_db

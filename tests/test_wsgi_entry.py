@@ -1,4 +1,5 @@
-"""The web process's entry point (events.wsgi): the receiver's lean lane and the full site beside it."""
+"""The web process's entry point (bitrix_app.wsgi): the lean lane of the event receiver and the API,
+and the full site beside it."""
 
 from __future__ import annotations
 
@@ -17,10 +18,15 @@ pytestmark = pytest.mark.django_db
 
 
 def call(
-    path: str, *, method: str = "POST", body: bytes = b"", length: str | None = "auto"
+    path: str,
+    *,
+    method: str = "POST",
+    body: bytes = b"",
+    length: str | None = "auto",
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
     """One request through the WSGI application, as the web server makes it."""
-    from events.wsgi import application
+    from bitrix_app.wsgi import application
 
     environ = {
         "REQUEST_METHOD": method, "PATH_INFO": path, "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "80",
@@ -28,6 +34,7 @@ def call(
         "CONTENT_TYPE": "application/x-www-form-urlencoded", "wsgi.url_scheme": "http",
         "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": "127.0.0.1", "wsgi.errors": io.StringIO(),
     }  # fmt: skip
+    environ.update(headers or {})
     if length is None:
         del environ["CONTENT_LENGTH"]
     elif length != "auto":
@@ -85,6 +92,26 @@ def test_a_body_without_a_usable_content_length_is_still_read(make_portal, setti
     assert Event.objects.count() == 1
 
 
+def test_api_lane_answers_without_the_browser_middleware(make_portal, transactional_db):
+    from api.services.keys import apikey_create
+
+    portal = make_portal(load_payload("oncrmdealupdate__basic"))
+    key = apikey_create(name="lane", portals=[portal])[1]
+    browser = {"HTTP_ACCEPT_LANGUAGE": "ru", "HTTP_COOKIE": "sessionid=x; csrftoken=y"}
+    status, headers, content = call(
+        f"/api/v1/portals/{portal.member_id}/deals", method="GET", headers={"HTTP_X_API_KEY": key, **browser}
+    )
+    assert status == 200, content
+    assert json.loads(content)["items"] == []
+    # No session, locale or CSRF work: nothing varies by cookie or language, no cookie is set.
+    assert not {"vary", "set-cookie", "content-language", "x-frame-options"} & set(headers)
+    # What stays on the lane still runs: the request id, the security headers.
+    assert headers["x-request-id"] and headers["x-content-type-options"] == "nosniff"
+    # The API's docs page is a browser's page: the full stack.
+    status, headers, _ = call("/api/docs", method="GET", headers=browser)
+    assert status == 200 and "Accept-Language" in headers["vary"]
+
+
 def test_receiver_lane_keeps_the_views_method_check():
     status, _, _ = call("/bitrix/events/", method="GET")
     assert status == 405
@@ -98,13 +125,13 @@ def test_other_paths_get_the_full_middleware_stack():
     assert "csrftoken" in headers.get("set-cookie", "")
 
 
-def test_receiver_handler_drops_only_the_listed_middleware():
-    from events.wsgi import RECEIVER_SKIPS, application
+def test_lean_handler_drops_only_the_listed_middleware():
+    from bitrix_app.wsgi import LEAN_SKIPS, application
 
     before = list(settings.MIDDLEWARE)
-    lean = [path for path in settings.MIDDLEWARE if path not in RECEIVER_SKIPS]
+    lean = [path for path in settings.MIDDLEWARE if path not in LEAN_SKIPS]
     assert lean and len(lean) < len(before)  # something is skipped, something still runs
     # Loading the lean chain again leaves the settings as they were.
-    application.receiver.load_middleware()
+    application.lean.load_middleware()
     assert settings.MIDDLEWARE == before
-    assert application.receiver._middleware_chain is not None
+    assert application.lean._middleware_chain is not None
