@@ -29,7 +29,7 @@ from .resources import MAX_ID, RESOURCES, Resource
 from .schemas import ErrorBody, PortalOut
 from .services import cache
 from .services.keys import Principal, apikey_authenticate, portal_id_of
-from .services.limits import rate_limit_hit
+from .services.limits import Reads, admit
 
 logger = logging.getLogger("api")
 
@@ -41,20 +41,29 @@ ERRORS: dict[int, Any] = {code: ErrorBody for code in (400, 401, 403, 404, 429, 
 
 def _unauthenticated(request: HttpRequest, error: ApiError) -> HttpResponse:
     """A request without a valid key counts against its address; past the limit: 429."""
-    retry = rate_limit_hit(f"ip:{client_ip(request)}")
+    retry = admit(f"ip:{client_ip(request)}").retry_after
     if retry is not None:
         return error_response(429, "rate_limited", "too many requests from this address", retry_after=retry)
     return error_response(error.status, error.code, error.message)
 
 
 def _authenticate(request: HttpRequest, raw: str) -> Principal:
-    principal = apikey_authenticate(raw, ip=client_ip(request))
-    retry = rate_limit_hit(f"key:{principal.key_id}")
-    if retry is not None:
+    """The key's principal. Its limit is counted by the operation (:func:`_admitted`), together
+    with the reads the answer needs."""
+    return apikey_authenticate(raw, ip=client_ip(request))
+
+
+def _admitted(request: HttpRequest, reads: Reads | None = None) -> cache.Lookup:
+    """Count the request against its key's limit (past it: 429) and read ``reads`` with it. Every
+    operation calls this first, before it refuses anything else (tests/api/test_api.py)."""
+    principal: Principal = request.auth  # type: ignore[attr-defined]
+    admission = admit(f"key:{principal.key_id}", reads)
+    if admission.retry_after is not None:
         raise RateLimited(
-            f"more than {app_settings.api_rate_limit} requests a minute with this key", retry_after=retry
+            f"more than {app_settings.api_rate_limit} requests a minute with this key",
+            retry_after=admission.retry_after,
         )
-    return principal
+    return admission.lookup
 
 
 class KeyHeader(APIKeyHeader):
@@ -90,7 +99,7 @@ def _docs_limited(view: Callable[..., HttpResponse]) -> Callable[..., HttpRespon
     """The schema and the docs page need no key: they count against the address."""
 
     def limited(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        retry = rate_limit_hit(f"ip:{client_ip(request)}")
+        retry = admit(f"ip:{client_ip(request)}").retry_after
         if retry is not None:
             return error_response(
                 429, "rate_limited", "too many requests from this address", retry_after=retry
@@ -154,18 +163,24 @@ def _database_down(request: HttpRequest, exc: DatabaseError) -> HttpResponse:
     )
 
 
-def _portal_id(principal: Principal, member_id: str) -> int:
-    """The portal the key covers; 404 for one it doesn't (or that doesn't exist): the answer
-    doesn't tell another key's portals from none."""
+def _covered(request: HttpRequest, member_id: str, resource: Resource | None = None) -> int | None:
+    """The portal's id when the key covers it (and may read ``resource``), else None."""
+    principal: Principal = request.auth  # type: ignore[attr-defined]
     portal_id = portal_id_of(member_id)
     if portal_id is None or portal_id not in principal.portal_ids:
-        raise NotFound("no such portal")
+        return None
+    if resource is not None and not principal.may_read(resource.plural):
+        return None
     return portal_id
 
 
-def _scope(principal: Principal, resource: Resource) -> None:
-    if not principal.may_read(resource.plural):
-        raise Forbidden(f"this key may not read {resource.plural} (scope {resource.plural}:read)")
+def _refusal(request: HttpRequest, member_id: str, resource: Resource | None = None) -> ApiError:
+    """Why :func:`_covered` said no: 404 for a portal the key doesn't cover (or that doesn't
+    exist: the answer doesn't tell another key's portals from none), 403 for a resource outside
+    the key's scopes."""
+    if resource is not None and _covered(request, member_id) is not None:
+        return Forbidden(f"this key may not read {resource.plural} (scope {resource.plural}:read)")
+    return NotFound("no such portal")
 
 
 def _answer(request: HttpRequest, etag: str, body: bytes) -> HttpResponse:
@@ -179,10 +194,7 @@ def _answer(request: HttpRequest, etag: str, body: bytes) -> HttpResponse:
     return response
 
 
-def _cached_answer(
-    request: HttpRequest, portal_id: int, resource: Resource, request_key: str, build: Callable[[], bytes]
-) -> HttpResponse:
-    found = cache.lookup(portal_id=portal_id, entity=resource.entity.name, request_keys=[request_key])
+def _cached_answer(request: HttpRequest, found: cache.Lookup, build: Callable[[], bytes]) -> HttpResponse:
     cached = found.payload()
     if cached is not None:
         etag, _, body = cached.partition(b"\n")
@@ -230,13 +242,9 @@ class _Listing:
         )
 
 
-def _list_answer(request: HttpRequest, listing: _Listing, request_key: str) -> HttpResponse:
-    """The page from the cache, else built; its count (shared by the pages of one filter set) is
-    looked up and stored with it."""
-    resource, portal_id = listing.selected.resource, listing.selected.portal_id
-    found = cache.lookup(
-        portal_id=portal_id, entity=resource.entity.name, request_keys=[request_key, listing.count_key]
-    )
+def _list_answer(request: HttpRequest, listing: _Listing, found: cache.Lookup) -> HttpResponse:
+    """The page from the cache, else built; its count (shared by the pages of one filter set) was
+    read with it and is stored with it."""
     cached, counted = found.payload(0), found.payload(1)
     if cached is not None:
         etag, _, body = cached.partition(b"\n")
@@ -266,11 +274,14 @@ def _register(resource: Resource) -> None:
         query: Query[query_model],  # type: ignore[valid-type]
         member_id: str = Path(..., pattern=MEMBER_ID_PATTERN),
     ) -> HttpResponse:
-        principal: Principal = request.auth  # type: ignore[attr-defined]
-        portal_id = _portal_id(principal, member_id)
-        _scope(principal, resource)
-        request_key = "list:" + query.model_dump_json()
-        return _list_answer(request, _Listing(portal_id, resource, query), request_key)
+        portal_id = _covered(request, member_id, resource)
+        if portal_id is None:
+            _admitted(request)
+            raise _refusal(request, member_id, resource)
+        listing = _Listing(portal_id, resource, query)
+        keys = ("list:" + query.model_dump_json(), listing.count_key)
+        found = _admitted(request, Reads(portal_id, resource.entity.name, keys))
+        return _list_answer(request, listing, found)
 
     detail = {
         "response": {200: resource.out, 304: None, **ERRORS},
@@ -308,9 +319,11 @@ def _register(resource: Resource) -> None:
 
 
 def _detail(request: HttpRequest, resource: Resource, member_id: str, lookup: dict[str, Any]) -> HttpResponse:
-    principal: Principal = request.auth  # type: ignore[attr-defined]
-    portal_id = _portal_id(principal, member_id)
-    _scope(principal, resource)
+    portal_id = _covered(request, member_id, resource)
+    if portal_id is None:
+        _admitted(request)
+        raise _refusal(request, member_id, resource)
+    found = _admitted(request, Reads(portal_id, resource.entity.name, (f"detail:{json.dumps(lookup)}",)))
 
     def build() -> bytes:
         found = answers.rows_json(answers.Selection(resource, portal_id, lookup), offset=0, limit=1)
@@ -318,7 +331,7 @@ def _detail(request: HttpRequest, resource: Resource, member_id: str, lookup: di
             raise NotFound(f"no such {resource.entity.name}")
         return found[0][1]
 
-    return _cached_answer(request, portal_id, resource, f"detail:{json.dumps(lookup)}", build)
+    return _cached_answer(request, found, build)
 
 
 for _resource in RESOURCES.values():
@@ -334,8 +347,10 @@ for _resource in RESOURCES.values():
     tags=["portals"],
 )
 def portal_detail(request: HttpRequest, member_id: str = Path(..., pattern=MEMBER_ID_PATTERN)) -> PortalOut:
-    principal: Principal = request.auth  # type: ignore[attr-defined]
-    portal_id = _portal_id(principal, member_id)
+    _admitted(request)
+    portal_id = _covered(request, member_id)
+    if portal_id is None:
+        raise _refusal(request, member_id)
     portal = Portal.objects.filter(pk=portal_id).values("member_id", "domain", "state").first()
     if portal is None:
         raise NotFound("no such portal")

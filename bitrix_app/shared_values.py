@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import redis
 from django.conf import settings
@@ -33,10 +33,18 @@ class SharedValues(Protocol):
         """Store ``value`` (without expiry) only if ``key`` has none; True when it was stored."""
 
 
-class _RedisValues:
+class RedisValues:
     def __init__(self, client: redis.Redis, prefix: str):
         self.client = client
         self.prefix = prefix
+        self._scripts: dict[str, Any] = {}
+
+    def run_script(self, source: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run a Lua script over ``keys`` (prefixed here, as every key of this store is)."""
+        script = self._scripts.get(source)
+        if script is None:
+            script = self._scripts[source] = self.client.register_script(source)
+        return script(keys=[self.prefix + key for key in keys], args=list(args))
 
     def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         return self.client.mget([self.prefix + key for key in keys])  # type: ignore[return-value]
@@ -54,7 +62,7 @@ class _RedisValues:
         return bool(self.client.set(self.prefix + key, value, nx=True))
 
 
-class _CacheValues:
+class CacheValues:
     """The process's Django cache (LocMemCache in single-process mode)."""
 
     def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
@@ -69,14 +77,14 @@ class _CacheValues:
 
 
 @functools.lru_cache(maxsize=4)
-def _redis_values(url: str, prefix: str) -> _RedisValues:
+def _redis_values(url: str, prefix: str) -> RedisValues:
     client = redis_client(url)
     assert client is not None
-    return _RedisValues(client, prefix)
+    return RedisValues(client, prefix)
 
 
-def shared_values() -> SharedValues:
+def shared_values() -> RedisValues | CacheValues:
     """The store of the current configuration (REDIS_URL is read on each call, as tests change it)."""
     if settings.REDIS_URL:
         return _redis_values(settings.REDIS_URL, settings.REDIS_KEY_PREFIX)
-    return _CacheValues()
+    return CacheValues()

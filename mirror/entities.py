@@ -151,8 +151,14 @@ class Entity:
 
     def row(self, record: Record) -> tuple[dict[str, Any], dict[str, Any]]:
         """(typed columns, the JSON of every other field) for a record."""
-        data = {k: json_value(v) for k, v in record.values.items() if k not in self.wire_fields}
-        return self.columns(record), data
+        columns, data = self.row_typed(record)
+        return columns, {k: json_value(v) for k, v in data.items()}
+
+    def row_typed(self, record: Record) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(typed columns, every other field) with the typed layer's values (Decimal, datetime,
+        MultiField), for a writer that serialises them itself: :meth:`row` is this made JSON-safe."""
+        wire = self.wire_fields
+        return self.columns(record), {k: v for k, v in record.values.items() if k not in wire}
 
 
 _CRM_WIRE = frozenset({"ID", "ASSIGNED_BY_ID", "DATE_CREATE", "DATE_MODIFY"})

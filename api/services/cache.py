@@ -53,22 +53,38 @@ def etag_matches(header: str, etag: str) -> bool:
     return any(tag.strip().removeprefix("W/") == etag for tag in header.split(","))
 
 
-def lookup(*, portal_id: int, entity: str, request_keys: Sequence[str]) -> Lookup:
-    """The cached payloads for ``request_keys`` (what identifies each: path, parameters) on the
-    portal's entity, where they were stored under the entity's current version: one round trip."""
-    keys = tuple(
+def answer_keys(*, portal_id: int, entity: str, request_keys: Sequence[str]) -> tuple[str, ...]:
+    """Where the answers to ``request_keys`` (what identifies each: path, parameters) are kept."""
+    return tuple(
         f"api:v1:{portal_id}:{entity}:{hashlib.sha256(k.encode()).hexdigest()[:40]}" for k in request_keys
     )
-    try:
-        version, stored = mirror_version_with(portal_id=portal_id, entity=entity, keys=keys)
-    except VersionUnavailable as e:
-        _log_failure.warn("lookup", error=str(e)[:200])
-        return Lookup()
+
+
+def lookup_of(keys: tuple[str, ...], version: bytes, stored: Sequence[bytes | None]) -> Lookup:
+    """The Lookup of values read under ``version``: each kept only if it was stored under it."""
     payloads: list[bytes | None] = []
     for value in stored:
         stored_version, _, payload = (value or b"").partition(_SEPARATOR)
         payloads.append(payload if value is not None and stored_version == version else None)
     return Lookup(keys=keys, version=version, payloads=tuple(payloads))
+
+
+def lookup(*, portal_id: int, entity: str, request_keys: Sequence[str]) -> Lookup:
+    """The cached payloads for ``request_keys`` on the portal's entity, where they were stored
+    under the entity's current version: one round trip. (API requests read them together with
+    their limit instead: api.services.limits.admit.)"""
+    keys = answer_keys(portal_id=portal_id, entity=entity, request_keys=request_keys)
+    try:
+        version, stored = mirror_version_with(portal_id=portal_id, entity=entity, keys=keys)
+    except VersionUnavailable as e:
+        unavailable(e)
+        return Lookup()
+    return lookup_of(keys, version, stored)
+
+
+def unavailable(error: Exception) -> None:
+    """Say (once a minute) that answers are served uncached because the store failed."""
+    _log_failure.warn("lookup", error=f"{type(error).__name__}: {error}"[:200])
 
 
 def store(found: Lookup, payloads: Mapping[int, bytes]) -> None:

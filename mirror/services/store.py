@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+import orjson
 from django.db import connection, transaction
 from django.db.models import Model
 from django.utils import timezone
 
-from portals.bitrix.crm import Record
+from portals.bitrix.crm import Record, json_value
 
 from ..entities import Entity, record_id
 from ..models import Pending
@@ -42,12 +44,29 @@ def storable(value: Any) -> Any:
     return value
 
 
-def _json_default(value: Any) -> str:
-    if isinstance(value, datetime | date):
-        return value.isoformat()
+def _json_default(value: Any) -> Any:
+    """What orjson leaves to us: decimals as their text, dates and date-times as ``isoformat()``
+    (orjson's own writer rounds an offset with seconds to minutes), the rest as the typed layer's
+    JSON."""
     if isinstance(value, Decimal):
         return str(value)
-    raise TypeError(f"not JSON: {type(value).__name__}")
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    converted = json_value(value)
+    if converted is value:
+        raise TypeError(f"not JSON: {type(value).__name__}")
+    return converted
+
+
+def _document(rows: list[dict[str, Any]]) -> str:
+    """The rows as one JSON document PostgreSQL can store."""
+    try:
+        text = orjson.dumps(rows, default=_json_default, option=orjson.OPT_PASSTHROUGH_DATETIME)
+    except TypeError:  # beyond orjson: integers past 64 bits, keys that aren't text
+        text = None
+    if text is None or b"\\u0000" in text:  # rare: only then walk the rows for NUL characters
+        return json.dumps(storable(json_value(rows)))
+    return text.decode()
 
 
 def _upsert_statement(model: type[Model]) -> str:
@@ -68,43 +87,65 @@ def _upsert_statement(model: type[Model]) -> str:
     return sql
 
 
-def records_upsert(
-    *, portal_id: int, entity: Entity, records: Sequence[Record], now: datetime | None = None
-) -> int:
-    """Insert or update ``records``; returns how many. A tombstoned row keeps its tombstone
-    (Bitrix24 never reuses an id: data fetched before a delete must not revive the object).
+@dataclass(frozen=True)
+class PreparedUpsert:
+    """An upsert with its CPU work done (typed columns, the JSON documents), the database's to come:
+    a sync prepares the next page while the database writes this one. Prepared without touching
+    the database, so any thread may prepare it; :func:`upsert_execute` runs it."""
 
-    On PostgreSQL a chunk is one statement whose rows travel as one JSON document
-    (``jsonb_to_recordset``): building 500 model instances and binding their parameters one by
-    one cost more CPU than everything else of a sync page (docs/mirror.md). Elsewhere (SQLite, the
-    demo) the ORM's bulk upsert.
-    """
-    if not records:
-        return 0
+    portal_id: int
+    entity: Entity
+    count: int
+    documents: tuple[str, ...] | None  # PostgreSQL: one JSON document per chunk
+    rows: tuple[dict[str, Any], ...]  # elsewhere: the rows for the ORM
+
+
+def upsert_prepare(
+    *,
+    portal_id: int,
+    entity: Entity,
+    records: Sequence[Record],
+    now: datetime | None = None,
+    vendor: str | None = None,
+) -> PreparedUpsert:
+    """The work of :func:`records_upsert` before the database: for ``vendor`` (the connection's,
+    ``connection.vendor``; pass it when preparing in another thread than the one that executes)."""
     now = now or timezone.now()
-    model = entity.model
-    rows = []
+    vendor = vendor or connection.vendor
+    if vendor == "postgresql":
+        row = entity.row_typed
+        rows = []
+        for record in records:
+            columns, data = row(record)
+            rows.append(
+                {"portal_id": portal_id, "bitrix_id": record_id(record), "data": data, "synced_at": now}
+                | columns
+            )
+        documents = tuple(_document(rows[start : start + CHUNK]) for start in range(0, len(rows), CHUNK))
+        return PreparedUpsert(portal_id, entity, len(rows), documents, ())
+    orm_rows = []
     for record in records:
         columns, data = entity.row(record)
-        rows.append(
-            {
-                "portal_id": portal_id,
-                "bitrix_id": record_id(record),
-                "data": data,
-                "synced_at": now,
-                **columns,
-            }
+        orm_rows.append(
+            {"portal_id": portal_id, "bitrix_id": record_id(record), "data": data, "synced_at": now} | columns
         )
+    return PreparedUpsert(portal_id, entity, len(orm_rows), None, tuple(orm_rows))
+
+
+def upsert_execute(prepared: PreparedUpsert) -> int:
+    """Write a prepared upsert in one transaction; a new data version after the commit. Returns
+    how many rows."""
+    if not prepared.count:
+        return 0
+    model = prepared.entity.model
     with transaction.atomic():
-        if connection.vendor == "postgresql":
+        if prepared.documents is not None:
             sql = _upsert_statement(model)
             with connection.cursor() as cursor:
-                for start in range(0, len(rows), CHUNK):
-                    text = json.dumps(rows[start : start + CHUNK], default=_json_default)
-                    if "\\u0000" in text:  # rare: only then walk the rows for NUL characters
-                        text = json.dumps(storable(rows[start : start + CHUNK]), default=_json_default)
-                    cursor.execute(sql, [text])
+                for document in prepared.documents:
+                    cursor.execute(sql, [document])
         else:
+            rows = prepared.rows
             fields = [k for k in rows[0] if k not in ("portal_id", "bitrix_id")]
             objects = [model(**row) for row in rows]
             for start in range(0, len(objects), CHUNK):
@@ -114,8 +155,25 @@ def records_upsert(
                     unique_fields=["portal", "bitrix_id"],
                     update_fields=fields,
                 )
-        _bump_after_commit(portal_id, entity)
-    return len(rows)
+        _bump_after_commit(prepared.portal_id, prepared.entity)
+    return prepared.count
+
+
+def records_upsert(
+    *, portal_id: int, entity: Entity, records: Sequence[Record], now: datetime | None = None
+) -> int:
+    """Insert or update ``records``; returns how many. A tombstoned row keeps its tombstone
+    (Bitrix24 never reuses an id: data fetched before a delete must not revive the object).
+
+    On PostgreSQL a chunk is one statement whose rows travel as one JSON document
+    (``jsonb_to_recordset``): building 500 model instances and binding their parameters one by
+    one cost more CPU than everything else of a sync page (docs/mirror.md). Elsewhere (SQLite, the
+    demo) the ORM's bulk upsert. :func:`upsert_prepare` and :func:`upsert_execute` are its two
+    halves, for a caller that overlaps them.
+    """
+    if not records:
+        return 0
+    return upsert_execute(upsert_prepare(portal_id=portal_id, entity=entity, records=records, now=now))
 
 
 def records_tombstone(

@@ -2,7 +2,8 @@
 
 * **Initial sync** (:func:`mirror_sync`): ``list_all``'s keyset traversal of the whole table, rows
   upserted page by page; the traversal's checkpoint is stored after each page, so a sync that
-  stops (a worker killed, the portal unreachable) resumes where it was. It reads through the
+  stops (a worker killed, the portal unreachable) resumes where it was. A thread of its own
+  converts the next page while the database writes the current one. It reads through the
   mirror's share of the portal's bucket (:mod:`mirror.bucket`).
 * **Events** (:func:`mirror_fetch`): ONCRM…ADD/UPDATE only mark the object pending
   (mirror.event_handlers); one fetch then reads every pending object of the portal's entity with
@@ -19,17 +20,20 @@ work goes on.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import queue
+import threading
+from collections.abc import Callable, Generator, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from django.core.cache import cache
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from portals.bitrix.client import Bitrix24Client
-from portals.bitrix.crm import Record, field_types, record_from_wire
+from portals.bitrix.crm import Record, field_types, record_from_wire, record_reader
 from portals.bitrix.exceptions import Bitrix24NotFound
 from portals.conf import app_settings
 from portals.models import Portal
@@ -40,7 +44,7 @@ from ..bucket import ShareLimiter
 from ..entities import ENTITIES, Entity, record_id
 from ..models import Pending, SyncState
 from .queue import fetch_queue
-from .store import records_tombstone, records_upsert
+from .store import PreparedUpsert, records_tombstone, records_upsert, upsert_execute, upsert_prepare
 
 logger = logging.getLogger("mirror")
 
@@ -51,6 +55,12 @@ LEASE_TTL = 300.0
 TYPES_TTL = 600.0
 # Objects one fetch reads (then it queues the next fetch if more are pending).
 FETCH_MAX = 1000
+# Pages of the initial sync converted ahead of the one being written. One keeps the conversion
+# and the database busy at the same time; more would only hold memory, since list_all's readers
+# already fetch ahead of both.
+AHEAD = 1
+
+T = TypeVar("T")
 
 
 class MirrorBusy(Exception):
@@ -156,41 +166,126 @@ def mirror_sync(
         lease.release()
 
 
+class _Stopped(Exception):
+    """The consumer of :func:`_ahead` is gone: its producer stops where it is."""
+
+
+_END, _FAILED = object(), object()
+
+
+def _ahead(produce: Callable[[Callable[[T], None]], None], *, depth: int, name: str) -> Iterator[T]:
+    """What ``produce(put)`` puts, in order, while it runs in a thread of its own at most ``depth``
+    items ahead of the caller.
+
+    The producer's exception is raised here. When the caller stops early (its own error, or it
+    closes this generator), the producer's next ``put`` raises and it ends; the thread is joined
+    before this generator finishes, so none outlives it. The producer's database connection, if it
+    opened one (a token refresh in list_all's planning), is closed with it.
+    """
+    items: queue.Queue[tuple[object, Any]] = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def put(item: Any, kind: object = None) -> None:
+        while not stop.is_set():
+            try:
+                items.put((kind, item), timeout=0.1)
+                return
+            except queue.Full:
+                continue
+        raise _Stopped
+
+    def run() -> None:
+        try:
+            produce(put)
+            put(None, _END)
+        except _Stopped:
+            pass
+        except BaseException as e:  # handed to the caller, which raises it
+            try:
+                put(e, _FAILED)
+            except _Stopped:
+                pass
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, item = items.get()
+            if kind is _END:
+                return
+            if kind is _FAILED:
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+@dataclass(frozen=True)
+class _Page:
+    """One page of the initial sync, converted: its rows ready to write, then the checkpoint that
+    says they are in (None: no checkpoint after it)."""
+
+    upsert: PreparedUpsert
+    checkpoint: dict[str, Any] | None
+    high_water: datetime | None
+    offset: str
+
+
 def _sync_crm(
     client: Bitrix24Client, spec: Entity, state: SyncState, lease: Lease, progress: Progress | None
 ) -> None:
-    types = _types(client, spec, state.portal_id)
-    buffer: list[Record] = []
-    high_water: list[datetime] = [state.high_water] if state.high_water else []
-    start_rows = state.rows
+    """Read the portal's table into the mirror: a producer thread converts each page list_all
+    hands over (and builds its upsert's JSON) while this thread writes the page before it."""
+    read = record_reader(spec.name, _types(client, spec, state.portal_id))
+    vendor = connection.vendor
+    resume = state.checkpoint
 
-    def flush(checkpoint: dict[str, Any] | None) -> None:
-        # Rows first, then the checkpoint that says they are in: a crash in between re-reads a
-        # page, never skips one.
-        if buffer:
-            records_upsert(portal_id=state.portal_id, entity=spec, records=buffer)
-            moments = [r.get("DATE_MODIFY") for r in buffer]
-            high_water.extend(m for m in moments if isinstance(m, datetime))
-            state.wire_offset = state.wire_offset or _offset_of(buffer[0])
-            state.rows += len(buffer)
+    def produce(put: Callable[[_Page], None]) -> None:
+        buffer: list[Record] = []
+
+        def page(checkpoint: dict[str, Any] | None) -> None:
+            if not buffer and checkpoint is None:
+                return
+            moments = [m for m in (r.get("DATE_MODIFY") for r in buffer) if isinstance(m, datetime)]
+            upsert = upsert_prepare(portal_id=state.portal_id, entity=spec, records=buffer, vendor=vendor)
+            put(
+                _Page(upsert, checkpoint, max(moments, default=None), _offset_of(buffer[0]) if buffer else "")
+            )
             buffer.clear()
-        if checkpoint is not None:
-            state.checkpoint = checkpoint
-            state.high_water = max(high_water) if high_water else None
-            state.save(update_fields=["checkpoint", "rows", "high_water", "wire_offset", "updated_at"])
-            lease.renew()
 
-    rows = client.list_all(
-        spec.list_method,
-        {"select": list(spec.select)},
-        checkpoint=state.checkpoint,
-        on_checkpoint=flush,
-        progress=(lambda n: progress(start_rows + n)) if progress else None,
-    )
-    for row in rows:
-        buffer.append(record_from_wire(spec.name, row, types))
-    flush(None)
-    state.high_water = max(high_water) if high_water else None
+        rows = client.list_all(
+            spec.list_method, {"select": list(spec.select)}, checkpoint=resume, on_checkpoint=page
+        )
+        try:
+            for row in rows:
+                buffer.append(read(row))
+            page(None)
+        finally:
+            if isinstance(rows, Generator):
+                rows.close()  # its readers stop now, not when the generator is collected
+
+    pages = _ahead(produce, depth=AHEAD, name=f"mirror-sync-{state.portal_id}-{spec.name}")
+    with closing(pages):
+        for page in pages:
+            # Rows first, then the checkpoint that says they are in: a crash in between re-reads
+            # a page, never skips one.
+            if page.upsert.count:
+                upsert_execute(page.upsert)
+                state.rows += page.upsert.count
+                state.wire_offset = state.wire_offset or page.offset
+                if page.high_water is not None and (
+                    state.high_water is None or page.high_water > state.high_water
+                ):
+                    state.high_water = page.high_water
+            if page.checkpoint is not None:
+                state.checkpoint = page.checkpoint
+                state.save(update_fields=["checkpoint", "rows", "high_water", "wire_offset", "updated_at"])
+                lease.renew()
+            if progress is not None and page.upsert.count:
+                progress(state.rows)
 
 
 def _sync_reference(client: Bitrix24Client, spec: Entity, state: SyncState, progress: Progress | None) -> int:
@@ -296,7 +391,7 @@ def mirror_reconcile(*, portal_id: int, entity: str, progress: Progress | None =
 def _reconcile_changes(
     client: Bitrix24Client, spec: Entity, state: SyncState, lease: Lease, progress: Progress | None
 ) -> int:
-    types = _types(client, spec, state.portal_id)
+    read = record_reader(spec.name, _types(client, spec, state.portal_id))
     params: dict[str, Any] = {"select": list(spec.select)}
     if state.high_water is not None:
         since = state.high_water - timedelta(minutes=app_settings.mirror_reconcile_overlap_minutes)
@@ -316,7 +411,7 @@ def _reconcile_changes(
             lease.renew()
 
     for row in client.list_all(spec.list_method, params, on_checkpoint=flush, progress=progress):
-        buffer.append(record_from_wire(spec.name, row, types))
+        buffer.append(read(row))
     flush()
     state.high_water = high_water
     return changed

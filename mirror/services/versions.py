@@ -25,11 +25,13 @@ class VersionUnavailable(Exception):
     """The store that holds the versions failed."""
 
 
-def _key(portal_id: int, entity: str) -> str:
+def mirror_version_key(portal_id: int, entity: str) -> str:
+    """The shared value holding the version (api.services.limits reads it in its own script)."""
     return f"mirror:version:{portal_id}:{entity}"
 
 
-def _new_version() -> bytes:
+def mirror_version_new() -> bytes:
+    """A version never used before: what a bump writes, and what replaces a missing version."""
     return str(time.time_ns()).encode()
 
 
@@ -40,10 +42,10 @@ def mirror_version_with(
     read in one round trip (the API reads its cached answer with it)."""
     store = shared_values()
     try:
-        version, *values = store.get_many([_key(portal_id, entity), *keys])
+        version, *values = store.get_many([mirror_version_key(portal_id, entity), *keys])
         if version is None:
-            store.add(_key(portal_id, entity), _new_version())
-            version, *values = store.get_many([_key(portal_id, entity), *keys])
+            store.add(mirror_version_key(portal_id, entity), mirror_version_new())
+            version, *values = store.get_many([mirror_version_key(portal_id, entity), *keys])
     except Exception as e:  # the store's own errors (redis, connection) vary by backend
         raise VersionUnavailable(f"{type(e).__name__}: {e}") from e
     if version is None:  # evicted between the add and the read: nothing can be trusted to it
@@ -61,7 +63,7 @@ def mirror_versions_bump(*, portal_id: int, entities: Iterable[str]) -> None:
     logged once a minute: cached answers then live out their timeout (docs/api.md, "Cache")."""
     try:
         shared_values().set_many(
-            {_key(portal_id, entity): _new_version() for entity in entities}, timeout=None
+            {mirror_version_key(portal_id, entity): mirror_version_new() for entity in entities}, timeout=None
         )
     except Exception as e:
         _log_failure.warn(type(e).__name__, error=type(e).__name__)

@@ -5,6 +5,8 @@ cache and its invalidation, ETags, and 503 when the database doesn't answer."""
 from __future__ import annotations
 
 import json
+import secrets
+import time
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -14,6 +16,8 @@ from django.db import connection
 from django.utils import timezone
 
 from api.models import ApiKey
+from api.resources import RESOURCES
+from api.services import limits
 from api.services.keys import apikey_revoke, apikey_rotate
 from mirror.entities import ENTITIES
 from mirror.models import Deal
@@ -222,6 +226,38 @@ def test_per_key_and_per_address_limits(mirrored, make_key, api, settings):
     assert statuses == [401] * 5 + [429]
     assert _get(api, "/api/v1/openapi.json", REMOTE_ADDR="192.0.2.7").status_code == 429
     assert _get(api, path, "nonsense", REMOTE_ADDR="192.0.2.8").status_code == 401
+
+
+def test_every_operation_counts_against_the_key_before_it_refuses_anything(mirrored, make_key, api, settings):
+    settings.BITRIX24_API_RATE_LIMIT = 2
+    portal, stranger = mirrored(1), mirrored(2)
+    base = f"/api/v1/portals/{portal.member_id}"
+    paths = [f"{base}/{plural}" for plural in RESOURCES]
+    paths += [f"{base}/deals/1", f"{base}/currencies/USD", base]
+    paths += [f"/api/v1/portals/{stranger.member_id}/deals", f"{base}/deals/999999"]  # 404s
+    for path in paths:
+        key = make_key(portal, scopes=["deals:read", "currencies:read"])  # the rest: 403
+        first = [_get(api, path, key).status_code for _ in range(2)]
+        assert first[0] == first[1] and first[0] in (200, 403, 404), path
+        assert _get(api, path, key).status_code == 429, path
+
+
+def test_the_shared_window_admits_the_limit_and_says_when_one_more_fits(settings, monkeypatch, redis_client):
+    settings.BITRIX24_API_RATE_LIMIT = 10
+    window_start = (time.time_ns() // 60_000_000_000 + 1) * 60_000_000_000  # the next minute window
+    clock = {"ms": 0}
+    monkeypatch.setattr(limits.time, "time_ns", lambda: window_start + clock["ms"] * 1_000_000)
+    identity = f"key:window-test-{secrets.token_hex(4)}"
+    assert [limits.admit(identity).retry_after for _ in range(10)] == [None] * 10
+    assert limits.admit(identity).retry_after == 61  # the next window, then its weight must fall
+    clock["ms"] = 59_000
+    assert limits.admit(identity).retry_after == 2
+    # 1 ms into the next window the last one weighs floor(10 * 59,999 / 60,000) = 9: one fits.
+    clock["ms"] = 60_001
+    assert limits.admit(identity).retry_after is None
+    assert limits.admit(identity).retry_after == 6  # 9 + 1 taken: 6 s until the weight is 8
+    clock["ms"] = 66_001
+    assert limits.admit(identity).retry_after is None
 
 
 @pytest.mark.parametrize("redis_url", ["", "redis://127.0.0.1:1/0"], ids=["single-process", "redis-down"])

@@ -12,8 +12,8 @@ import pytest
 from events import views
 from events.models import Event
 from portals.refusals import RefusalLog
-from tests.test_wsgi_entry import call
 from tests.fixtures.events import form_body, load_payload
+from tests.test_wsgi_entry import call
 
 pytestmark = pytest.mark.django_db
 
