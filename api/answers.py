@@ -53,12 +53,14 @@ class Selection:
             params.append(value)
         return " AND ".join(clauses), params
 
-    def order_by(self) -> str:
+    def order_by(self, table: str = "") -> str:
         model = self.resource.entity.model
-        return ", ".join(
-            f'"{model._meta.get_field(o.removeprefix("-")).column}"{" DESC" if o.startswith("-") else ""}'
-            for o in self.ordering
-        )
+        prefix = f'"{table}".' if table else ""
+        terms = []
+        for order in self.ordering:
+            column = model._meta.get_field(order.removeprefix("-")).column
+            terms.append(f'{prefix}"{column}"' + (" DESC" if order.startswith("-") else ""))
+        return ", ".join(terms)
 
 
 def count(selection: Selection) -> int:
@@ -80,9 +82,9 @@ def _row_json(plural: str) -> str:
     parts = []
     for name, column in resource.columns.items():
         field_ = model._meta.get_field(column)
-        value = f'"{field_.column}"' + ("::text" if isinstance(field_, DecimalField) else "")
+        value = f'"row"."{field_.column}"' + ("::text" if isinstance(field_, DecimalField) else "")
         parts.append(f"'{name}', {value}")
-    parts.append("'fields', \"data\"")
+    parts.append('\'fields\', "row"."data"')
     return f"json_build_object({', '.join(parts)})::text"
 
 
@@ -100,16 +102,22 @@ def rows_json(selection: Selection, *, offset: int, limit: int) -> list[tuple[in
 
 
 def rows_json_from_database(selection: Selection, *, offset: int, limit: int) -> list[tuple[int, bytes]]:
-    """:func:`rows_json` with each row's JSON built by PostgreSQL."""
+    """:func:`rows_json` with each row's JSON built by PostgreSQL.
+
+    The page's ids come first, from the order's index alone (it carries the filtered columns:
+    mirror.models), then only those rows are read: filtering while walking the rows themselves
+    read every row the filters passed over."""
     resource = selection.resource
     where, params = selection.where()
     table = resource.entity.model._meta.db_table
     sql = (
-        f'SELECT "bitrix_id", {_row_json(resource.plural)} FROM "{table}" WHERE {where} '  # noqa: S608
-        f"ORDER BY {selection.order_by()} LIMIT %s OFFSET %s"
+        f'SELECT "row"."bitrix_id", {_row_json(resource.plural)} FROM "{table}" AS "row" '  # noqa: S608
+        f'JOIN (SELECT "bitrix_id" FROM "{table}" WHERE {where} ORDER BY {selection.order_by()} '
+        f'LIMIT %s OFFSET %s) AS "page" ON "row"."portal_id" = %s AND "row"."bitrix_id" = "page"."bitrix_id" '
+        f"ORDER BY {selection.order_by('row')}"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, limit, offset])
+        cursor.execute(sql, [*params, limit, offset, selection.portal_id])
         return [(ident, text.encode()) for ident, text in cursor.fetchall()]
 
 

@@ -44,18 +44,22 @@ class CrmRecord(MirrorRecord):
         abstract = True
 
 
-def _indexes(name: str, *columns: str) -> list[models.Index]:
-    """Live-row indexes (portal, column, id) for each filter/order column, plus (portal, id)."""
+def _indexes(name: str, *columns: str, filters: tuple[str, ...] = ()) -> list[models.Index]:
+    """Live-row indexes (portal, column, id) for each order column, plus (portal, id).
+
+    Each also carries the columns the API filters on (``filters``, as INCLUDE columns on
+    PostgreSQL): a filtered page then finds its ids in the order's index alone, never reading the
+    rows it passes over, and reads only the rows of the page (api.answers). A test holds these to
+    the API's filters (tests/api/test_serving.py)."""
     # Index names stay within Django's 30 characters: "mir_<entity>_<column prefix>".
     short = name.removeprefix("mirror_")
-    found = [models.Index(fields=["portal", "bitrix_id"], condition=LIVE, name=f"mir_{short}_live")]
-    for column in columns:
-        found.append(
-            models.Index(
-                fields=["portal", column, "bitrix_id"], condition=LIVE, name=f"mir_{short}_{column[:12]}"
-            )
-        )
-    return found
+
+    def index(column: str, index_name: str) -> models.Index:
+        keys = ["portal", column, "bitrix_id"] if column != "bitrix_id" else ["portal", "bitrix_id"]
+        covered = [f for f in filters if f != column]
+        return models.Index(fields=keys, condition=LIVE, name=index_name, include=covered)
+
+    return [index("bitrix_id", f"mir_{short}_live"), *(index(c, f"mir_{short}_{c[:12]}") for c in columns)]
 
 
 def _unique(name: str) -> list[models.UniqueConstraint]:
@@ -77,7 +81,13 @@ class Deal(CrmRecord):
     class Meta:
         constraints = _unique("mirror_deal")
         indexes = _indexes(
-            "mirror_deal", "date_modify", "stage_id", "assigned_by_id", "date_create", "opportunity"
+            "mirror_deal",
+            "date_modify",
+            "stage_id",
+            "assigned_by_id",
+            "date_create",
+            "opportunity",
+            filters=("stage_id", "assigned_by_id", "date_modify"),
         )
 
 
@@ -94,7 +104,13 @@ class Lead(CrmRecord):
     class Meta:
         constraints = _unique("mirror_lead")
         indexes = _indexes(
-            "mirror_lead", "date_modify", "status_id", "assigned_by_id", "date_create", "opportunity"
+            "mirror_lead",
+            "date_modify",
+            "status_id",
+            "assigned_by_id",
+            "date_create",
+            "opportunity",
+            filters=("status_id", "assigned_by_id", "date_modify"),
         )
 
 
@@ -108,7 +124,14 @@ class Contact(CrmRecord):
 
     class Meta:
         constraints = _unique("mirror_contact")
-        indexes = _indexes("mirror_contact", "date_modify", "type_id", "assigned_by_id", "date_create")
+        indexes = _indexes(
+            "mirror_contact",
+            "date_modify",
+            "type_id",
+            "assigned_by_id",
+            "date_create",
+            filters=("assigned_by_id", "date_modify"),
+        )
 
 
 class Company(CrmRecord):
@@ -123,7 +146,14 @@ class Company(CrmRecord):
     class Meta:
         verbose_name_plural = "companies"
         constraints = _unique("mirror_company")
-        indexes = _indexes("mirror_company", "date_modify", "company_type", "assigned_by_id", "date_create")
+        indexes = _indexes(
+            "mirror_company",
+            "date_modify",
+            "company_type",
+            "assigned_by_id",
+            "date_create",
+            filters=("assigned_by_id", "date_modify"),
+        )
 
 
 class User(MirrorRecord):
@@ -139,7 +169,7 @@ class User(MirrorRecord):
 
     class Meta:
         constraints = _unique("mirror_user")
-        indexes = _indexes("mirror_user", "active", "last_name")
+        indexes = _indexes("mirror_user", "active", "last_name", filters=("active",))
 
 
 class Status(MirrorRecord):
@@ -155,7 +185,7 @@ class Status(MirrorRecord):
     class Meta:
         verbose_name_plural = "statuses"
         constraints = _unique("mirror_status")
-        indexes = _indexes("mirror_status", "entity_id", "sort")
+        indexes = _indexes("mirror_status", "entity_id", "sort", filters=("entity_id",))
 
 
 class Currency(MirrorRecord):

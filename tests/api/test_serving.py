@@ -72,3 +72,18 @@ def test_a_store_that_is_down_serves_uncached(mirrored, settings):
     found = cache.lookup(portal_id=portal.pk, entity="deal", request_keys=["list:down"])
     assert not found.keys and found.payload() is None
     cache.store(found, {0: b"nowhere"})  # nothing to store to, and no error
+
+
+@pytest.mark.parametrize("plural", sorted(RESOURCES))
+def test_every_order_index_carries_the_columns_the_api_filters_on(plural):
+    # A filtered page finds its ids in the order's index alone only if the index holds them.
+    resource = RESOURCES[plural]
+    filtered = {lookup.partition("__")[0] for lookup in resource.filters.values()}
+    indexes = {tuple(index.fields): index for index in resource.entity.model._meta.indexes}
+    for order in resource.orders:
+        column = "bitrix_id" if order == "id" else resource.columns.get(order, order)
+        keys = ("portal", "bitrix_id") if column == "bitrix_id" else ("portal", column, "bitrix_id")
+        assert keys in indexes, f"{plural}: no index for the order {order}"
+        index = indexes[keys]
+        assert filtered <= {*index.fields, *index.include}, f"{plural}: {index.name} lacks a filter"
+        assert index.condition is not None  # live rows only, as the lists read them
