@@ -4,7 +4,8 @@ On PostgreSQL each row's JSON is built by the database (``json_build_object`` ov
 columns, the ``data`` document embedded as it is stored) and the page is joined from those texts:
 reading 50 rows into Python values, decoding their JSON documents and validating them through the
 output models cost more than everything else of an uncached answer (docs/api.md, "Figures"). The
-statement is written out from the models' column names instead of compiled by the ORM per request.
+statements are written out from the models' column names instead of compiled by the ORM per
+request, and run prepared (bitrix_app.database).
 Elsewhere (SQLite, the demo) the rows pass through the output models. Either way the body has the
 shapes of api.schemas, the document the OpenAPI schema declares (tests/api check both paths
 against the models, and schemathesis checks the answers against the schema).
@@ -20,6 +21,8 @@ from typing import Any
 import orjson
 from django.db import connection
 from django.db.models import DecimalField, QuerySet
+
+from bitrix_app.database import fetch_prepared
 
 from .resources import RESOURCES, Resource
 
@@ -68,9 +71,7 @@ def count(selection: Selection) -> int:
         return selection.queryset().count()
     where, params = selection.where()
     table = selection.resource.entity.model._meta.db_table
-    with connection.cursor() as cursor:
-        cursor.execute(f'SELECT count(*) FROM "{table}" WHERE {where}', params)  # noqa: S608
-        return int(cursor.fetchone()[0])
+    return int(fetch_prepared(f'SELECT count(*) FROM "{table}" WHERE {where}', params)[0][0])  # noqa: S608
 
 
 @functools.cache
@@ -116,9 +117,8 @@ def rows_json_from_database(selection: Selection, *, offset: int, limit: int) ->
         f'LIMIT %s OFFSET %s) AS "page" ON "row"."portal_id" = %s AND "row"."bitrix_id" = "page"."bitrix_id" '
         f"ORDER BY {selection.order_by('row')}"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, limit, offset, selection.portal_id])
-        return [(ident, text.encode()) for ident, text in cursor.fetchall()]
+    rows = fetch_prepared(sql, [*params, limit, offset, selection.portal_id])
+    return [(ident, text.encode()) for ident, text in rows]
 
 
 def rows_json_from_models(selection: Selection, *, offset: int, limit: int) -> list[tuple[int, bytes]]:

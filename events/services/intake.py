@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import psycopg
 from django.db import IntegrityError, connection, transaction
 
+from bitrix_app.database import fetch_prepared
 from events import registry
 from events.models import Event
 from events.services.tokens import PortalEntry, portal_tokens
@@ -199,17 +199,12 @@ def _insert_many(batch: list[EventRow]) -> list[int | None]:
 
     Outside a transaction the statement commits on its own (autocommit); inside one it joins it.
     """
-    # A psycopg cursor with server-side binding and a prepared statement: Django's cursor binds
-    # client-side, quoting every parameter in Python. No health check either (Django's cursor()
-    # would send a SELECT 1 first: a second round trip on every batch, a large share of the
-    # request's wall time under load: docs/events.md). A connection that died since the last
-    # request fails this one INSERT instead: wrap_database_errors marks it, the end of the request
-    # closes it, and the next request reconnects (tested).
-    connection.ensure_connection()
+    # Prepared, server-side bound, without Django's health check (bitrix_app.database): a second
+    # round trip on every batch was a large share of the request's wall time (docs/events.md). A
+    # connection that died since the last request fails this one INSERT instead (tested).
     document = json.dumps(batch, ensure_ascii=False, separators=(",", ":"), default=datetime.isoformat)
-    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(_INSERT_SQL, [document], prepare=True)
-        inserted = {(portal_id, key): int(pk) for pk, portal_id, key in cursor.fetchall()}
+    rows = fetch_prepared(_INSERT_SQL, [document])
+    inserted = {(portal_id, key): int(pk) for pk, portal_id, key in rows}
     # The same change twice in one batch: the first request gets the row, the others a duplicate.
     return [inserted.pop((row["portal_id"], row["idempotency_key"]), None) for row in batch]
 
