@@ -5,17 +5,18 @@ the web server as deploy/web.sh runs it (granian, 2 processes x 4 threads), a Ce
 installs the app on every sandbox portal through the sandbox's own install flow (so the CRM
 events are bound and delivered). Then:
 
-1. **initial sync**: every portal's deals mirrored at once through the mirror's share of each
-   portal's bucket; portal 1 holds --share-deals rows so its sync outlasts the bucket's burst and
-   shows the sustained rate, as a share of the portal's limit (2/s);
+1. **initial sync**: portal 1 (--share-deals rows) alone through the mirror's share of its bucket,
+   the share's burst spent first, so its rate is the sustained pace, as a share of the portal's
+   limit (2/s); then the other portals' deals, two at a time (as a worker of concurrency 2);
 2. **lists**: wrk on loopback, --connections keep-alive connections for --seconds each pass, the
    per-key limit raised (the limit is tested, not benchmarked): cached (a fixed set of 50-row pages,
-   warmed), uncached (every request a different 50-row page with its total), and a detail;
+   warmed), uncached (filtered pages and cursor pages, no URL asked twice), and a detail; each
+   pass --rounds times (every cached answer made stale between rounds), the median round shown;
 3. **freshness**: a deal changed on the sandbox through REST, the API asked every 10 ms until the
    answer shows the change: seconds from the change to a fresh answer.
 
     .venv/bin/python bench/api.py [--portals 10] [--deals 20000] [--share-deals 250000]
-        [--seconds 10] [--connections 16] [--trials 20]
+        [--seconds 10] [--connections 16] [--rounds 3] [--trials 20] [--passes sync,lists,freshness]
 
 Uses DATABASE_URL (default: the b24_api_bench database, created if missing) and REDIS_URL
 (default db 9, key prefix api-bench:, queue api-bench).
@@ -294,6 +295,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10, help="each wrk pass")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="each wrk pass this many times; the median run is shown"
+    )
     parser.add_argument("--web-workers", type=int, default=2)
     parser.add_argument("--web-threads", type=int, default=4)
     parser.add_argument(
@@ -366,12 +370,17 @@ def _passes(args: argparse.Namespace, port: int, portals: list[Any], *, lists: b
     key = apikey_create(name="bench", portals=portals)[1]
     if not lists:
         return {"_key": key}
+    from mirror.services.versions import mirror_versions_bump
+
     members = [p.member_id for p in portals]
     cached = [f"/api/v1/portals/{m}/deals?page={page}&limit=50" for m in members for page in (1, 2, 3, 4, 5)]
     session = requests.Session()
-    for path in cached:  # warm the cache (and every web process's key and portal caches)
-        for _ in range(4):
-            session.get(f"http://127.0.0.1:{port}{path}", headers={"X-API-Key": key}, timeout=30)
+
+    def warm() -> None:  # the cached set (and every web process's key and portal caches)
+        for path in cached:
+            for _ in range(4):
+                session.get(f"http://127.0.0.1:{port}{path}", headers={"X-API-Key": key}, timeout=30)
+
     # Uncached: answers nobody asked for yet. First pages of filtered listings (stage x
     # responsible x order), each request a new filter set or order (its total counted once per
     # filter set), and cursor pages (after=<id>: every request its own total above the cursor).
@@ -394,18 +403,26 @@ def _passes(args: argparse.Namespace, port: int, portals: list[Any], *, lists: b
         for m in members[1:]
     ]
     details = [f"/api/v1/portals/{m}/deals/{i}" for m in members[1:] for i in range(1, args.deals + 1, 7)]
-    results = {
-        "cached list": _wrk(port, key, cached, args.seconds, args.connections),
-        "uncached list: filtered first pages (50 rows + total)": _wrk(
-            port, key, uncached, args.seconds, args.connections
-        ),
-        "uncached list: cursor pages (50 rows + total)": _wrk(
-            port, key, cursor, args.seconds, args.connections
-        ),
-        "detail (first asked: uncached)": _wrk(port, key, details, args.seconds, args.connections),
-        "detail (cached)": _wrk(port, key, details[:50], args.seconds, args.connections),
-        "_key": key,
+    passes = {
+        "cached list": cached,
+        "uncached list: filtered first pages (50 rows + total)": uncached,
+        "uncached list: cursor pages (50 rows + total)": cursor,
+        "detail (first asked: uncached)": details,
+        "detail (cached)": details[:50],
     }
+    rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in passes}
+    for _ in range(args.rounds):
+        # Every earlier answer out of date, as after a mirror write: each round starts uncached.
+        for portal in portals:
+            mirror_versions_bump(portal_id=portal.pk, entities=["deal"])
+        warm()
+        for name, paths in passes.items():
+            rounds[name].append(_wrk(port, key, paths, args.seconds, args.connections))
+    results: dict[str, Any] = {
+        name: {**sorted(runs, key=lambda r: r["rps"])[len(runs) // 2], "all_rps": [r["rps"] for r in runs]}
+        for name, runs in rounds.items()
+    }
+    results["_key"] = key
     print(
         f"distinct URLs: cached {len(cached)}, filtered {len(uncached)}, cursor {len(cursor)}, "
         f"details {len(details)} (an uncached pass asking more than its distinct URLs would meet "
@@ -438,13 +455,13 @@ def _print(args: argparse.Namespace, sync: dict[str, Any], results: dict[str, An
     print()
     passes = [name for name in results if name != "freshness"]
     if passes:
-        print("| requests | req/s | p50 ms | p99 ms | errors | non-2xx |")
-        print("|---|---:|---:|---:|---:|---:|")
+        print("| requests (median round) | req/s | p50 ms | p99 ms | errors | non-2xx | every round, req/s |")
+        print("|---|---:|---:|---:|---:|---:|---|")
     for name in passes:
         r = results[name]
         print(
             f"| {name} | {r['rps']:,.0f} | {r['p50_us'] / 1000:.1f} | {r['p99_us'] / 1000:.1f} "
-            f"| {r['errors']} | {r['non2xx']} |"
+            f"| {r['errors']} | {r['non2xx']} | {', '.join(f'{x:,.0f}' for x in r['all_rps'])} |"
         )
     if "freshness" not in results:
         return
