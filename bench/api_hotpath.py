@@ -30,6 +30,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.events_load import _ensure_database, in_process_environ  # noqa: E402
+
 STAGES = ("NEW", "PREPARATION", "EXECUTING", "WON", "LOSE")
 USERS = 10
 ORDERS = [f"{sign}{o}" for o in ("id", "date_modify", "opportunity", "date_create") for sign in ("", "-")]
@@ -101,22 +103,12 @@ def main() -> None:
     parser.add_argument("--deals", type=int, default=20_000)
     parser.add_argument("--requests", type=int, default=2000)
     args = parser.parse_args()
-    from cryptography.fernet import Fernet
-
     os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/b24_api_hotpath")
     os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/10")
     os.environ.setdefault("REDIS_KEY_PREFIX", "api-hotpath:")
     os.environ.setdefault("CELERY_QUEUE", "api-hotpath")  # no worker: nothing is queued here
-    os.environ.update(
-        DJANGO_SETTINGS_MODULE="bitrix_app.settings",
-        DJANGO_SECRET_KEY=secrets.token_urlsafe(32),
-        DJANGO_ALLOWED_HOSTS="127.0.0.1",
-        DJANGO_SECURE_SSL_REDIRECT="0",  # plain http in process: no TLS proxy in front here
-        LOG_LEVEL="ERROR",
-        BITRIX24_TOKEN_KEYS=Fernet.generate_key().decode(),
-        BITRIX24_API_RATE_LIMIT=str(10**9),  # the limit is tested, not benchmarked
-    )
-    from bench.events_load import _ensure_database
+    # The per-key limit raised: the limit is tested, not benchmarked.
+    in_process_environ(BITRIX24_API_RATE_LIMIT=str(10**9))
 
     _ensure_database(os.environ["DATABASE_URL"])
     subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, check=True)

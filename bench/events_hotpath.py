@@ -25,6 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.events_load import _ensure_database, in_process_environ  # noqa: E402
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(
@@ -32,24 +34,12 @@ def main() -> None:
     )
     parser.add_argument("--requests", type=int, default=2000)
     args = parser.parse_args()
-    from cryptography.fernet import Fernet
-
     os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/b24_events_bench")
     os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/4")
     os.environ.setdefault("REDIS_KEY_PREFIX", "events-bench:")
     os.environ.setdefault("CELERY_QUEUE", "events-bench-hotpath")  # no worker: tasks just queue
-    os.environ.update(
-        DJANGO_SETTINGS_MODULE="bitrix_app.settings",
-        DJANGO_SECRET_KEY=secrets.token_urlsafe(32),
-        DJANGO_ALLOWED_HOSTS="127.0.0.1",
-        DJANGO_SECURE_SSL_REDIRECT="0",  # plain http in process: no TLS proxy in front here
-        LOG_LEVEL="ERROR",
-        BITRIX24_TOKEN_KEYS=Fernet.generate_key().decode(),
-        BITRIX24_EVENT_HANDLER_MODULES="bench.events_recorder",
-    )
+    in_process_environ(BITRIX24_EVENT_HANDLER_MODULES="bench.events_recorder")
     import subprocess
-
-    from bench.events_load import _ensure_database
 
     _ensure_database(os.environ["DATABASE_URL"])
     subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, check=True)

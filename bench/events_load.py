@@ -63,6 +63,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def in_process_environ(**overrides: str) -> None:
+    """The environment of a benchmark that runs the Django app in its own process (no server):
+    production settings on plain http, a fresh secret and token key, quiet logs; ``overrides``
+    on top. DATABASE_URL, REDIS_URL and their neighbours are the caller's (setdefault them)."""
+    from cryptography.fernet import Fernet
+
+    os.environ.update(
+        DJANGO_SETTINGS_MODULE="bitrix_app.settings",
+        DJANGO_SECRET_KEY=secrets.token_urlsafe(32),
+        DJANGO_ALLOWED_HOSTS="127.0.0.1",
+        DJANGO_SECURE_SSL_REDIRECT="0",  # plain http in process: no TLS proxy in front here
+        LOG_LEVEL="ERROR",
+        BITRIX24_TOKEN_KEYS=Fernet.generate_key().decode(),
+        **overrides,
+    )
+
+
 def _ensure_database(url: str) -> None:
     from urllib.parse import urlsplit
 
