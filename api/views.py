@@ -140,6 +140,12 @@ def _no_key(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
 
 @api.exception_handler(NinjaValidationError)
 def _invalid(request: HttpRequest, exc: NinjaValidationError) -> HttpResponse:
+    # Parameters are checked after the key and before the operation runs: count the request here.
+    if isinstance(getattr(request, "auth", None), Principal):
+        try:
+            _admitted(request)
+        except RateLimited as limited:
+            return _api_error(request, limited)
     fields: dict[str, list[str]] = {}
     for error in exc.errors:
         loc = [str(part) for part in error.get("loc", ()) if part not in ("query", "path", "filters")]
