@@ -5,10 +5,10 @@ columns, the ``data`` document embedded as it is stored) and the page is joined 
 reading 50 rows into Python values, decoding their JSON documents and validating them through the
 output models cost more than everything else of an uncached answer (docs/api.md, "Figures"). The
 statements are written out from the models' column names instead of compiled by the ORM per
-request, and run prepared (bitrix_app.database).
-Elsewhere (SQLite, the demo) the rows pass through the output models. Either way the body has the
-shapes of api.schemas, the document the OpenAPI schema declares (tests/api check both paths
-against the models, and schemathesis checks the answers against the schema).
+request, and run prepared (bitrix_app.database). Elsewhere (SQLite, the demo) the rows pass
+through the output models. Either way the body has the shapes of api.schemas, the document the
+OpenAPI schema declares (tests/api check both paths against the models, and schemathesis checks
+the answers against the schema).
 """
 
 from __future__ import annotations
