@@ -42,7 +42,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.events_load import _ensure_database, _free_port, _pick_generator, _wait_ready  # noqa: E402
+from bench.events_load import _free_port, _pick_generator, _wait_ready, django_ready  # noqa: E402
 
 WRK_SCRIPT = """
 local paths = {}
@@ -105,19 +105,7 @@ def _env(state: dict[str, Any], app_url: str) -> dict[str, str]:
 
 def _setup(env: dict[str, str]) -> None:
     os.environ.update(env)
-    _ensure_database(env["DATABASE_URL"])
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
-    import django
-
-    django.setup()
-    import redis
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute("TRUNCATE portals_portal, api_apikey CASCADE")
-    client = redis.Redis.from_url(env["REDIS_URL"])
-    for key in client.scan_iter(match=f"{env['REDIS_KEY_PREFIX']}*", count=1000):
-        client.delete(key)
+    django_ready(empty="portals_portal, api_apikey")
 
 
 def _install(sandbox: Any, portals: int, app_url: str) -> list[Any]:

@@ -30,7 +30,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.events_load import _ensure_database, in_process_environ  # noqa: E402
+from bench.events_load import django_ready, in_process_environ  # noqa: E402
 
 STAGES = ("NEW", "PREPARATION", "EXECUTING", "WON", "LOSE")
 USERS = 10
@@ -46,8 +46,6 @@ def _build(deals: int) -> tuple[str, str]:
     from portals.models import Portal
 
     token = encrypt("bench-token-" + secrets.token_hex(8))
-    with connection.cursor() as cur:
-        cur.execute("TRUNCATE portals_portal, api_apikey RESTART IDENTITY CASCADE")
     portal = Portal.objects.create(
         member_id=secrets.token_hex(16),
         domain="hotpath.bitrix24.example",
@@ -109,17 +107,7 @@ def main() -> None:
     os.environ.setdefault("CELERY_QUEUE", "api-hotpath")  # no worker: nothing is queued here
     # The per-key limit raised: the limit is tested, not benchmarked.
     in_process_environ(BITRIX24_API_RATE_LIMIT=str(10**9))
-
-    _ensure_database(os.environ["DATABASE_URL"])
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, check=True)
-    import django
-
-    django.setup()
-    import redis
-
-    client = redis.Redis.from_url(os.environ["REDIS_URL"])
-    for key in client.scan_iter(match=f"{os.environ['REDIS_KEY_PREFIX']}*", count=1000):
-        client.delete(key)
+    django_ready(empty="portals_portal, api_apikey")
     member_id, key = _build(args.deals)
     from bitrix_app.wsgi import application
 

@@ -18,7 +18,6 @@ import argparse
 import os
 import secrets
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -184,13 +183,9 @@ def main() -> None:
         BITRIX24_TOKEN_KEYS=key_file.read_text().strip(),
         BITRIX24_CONSOLE_FLUSH_SECONDS="0",
     )
-    from bench.events_load import _ensure_database
+    from bench.events_load import django_ready
 
-    _ensure_database(os.environ["DATABASE_URL"])
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, check=True)
-    import django
-
-    django.setup()
+    django_ready()
     from django.contrib.auth.models import User
     from django.test import Client
 

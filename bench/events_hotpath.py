@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.events_load import _ensure_database, in_process_environ  # noqa: E402
+from bench.events_load import django_ready, in_process_environ  # noqa: E402
 
 
 def main() -> None:
@@ -39,13 +39,7 @@ def main() -> None:
     os.environ.setdefault("REDIS_KEY_PREFIX", "events-bench:")
     os.environ.setdefault("CELERY_QUEUE", "events-bench-hotpath")  # no worker: tasks just queue
     in_process_environ(BITRIX24_EVENT_HANDLER_MODULES="bench.events_recorder")
-    import subprocess
-
-    _ensure_database(os.environ["DATABASE_URL"])
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, check=True)
-    import django
-
-    django.setup()
+    django_ready()
     from django.core.handlers.wsgi import WSGIHandler
     from qs_codec import encode
 

@@ -93,26 +93,37 @@ def _ensure_database(url: str) -> None:
             conn.execute(f'CREATE DATABASE "{name}"')
 
 
-def _setup(env: dict[str, str], portals: int) -> list[tuple[str, str]]:
-    """Migrate, reset the bench data and create ``portals`` portals; returns (member_id, token)."""
-    os.environ.update(env)
-    _ensure_database(env["DATABASE_URL"])
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
+def django_ready(*, empty: str = "") -> None:
+    """Django set up in this process on the benchmark's own database (os.environ's DATABASE_URL:
+    created if missing, migrated). With ``empty`` (tables, as TRUNCATE lists them), those tables
+    and every Redis key under REDIS_KEY_PREFIX are emptied first: a run starts from nothing."""
+    _ensure_database(os.environ["DATABASE_URL"])
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, check=True)
     import django
 
     django.setup()
+    if not empty:
+        return
     import redis
     from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(f"TRUNCATE {empty} CASCADE")
+    client = redis.Redis.from_url(os.environ["REDIS_URL"])
+    for key in client.scan_iter(match=f"{os.environ['REDIS_KEY_PREFIX']}*", count=1000):
+        client.delete(key)
+
+
+def _setup(env: dict[str, str], portals: int) -> list[tuple[str, str]]:
+    """Migrate, reset the bench data and create ``portals`` portals; returns (member_id, token)."""
+    os.environ.update(env)
+    django_ready(empty="events_event, portals_portal")
+    import redis
 
     from bench import events_recorder
     from portals.models import Portal
 
-    with connection.cursor() as cursor:
-        cursor.execute("TRUNCATE events_event, portals_portal CASCADE")
-    client = redis.Redis.from_url(env["REDIS_URL"])
-    for key in client.scan_iter(match=f"{env['REDIS_KEY_PREFIX']}*", count=1000):
-        client.delete(key)
-    client.delete(*events_recorder.keys())
+    redis.Redis.from_url(env["REDIS_URL"]).delete(*events_recorder.keys())
     pairs = [(secrets.token_hex(16), secrets.token_hex(16)) for _ in range(portals)]
     Portal.objects.bulk_create(
         Portal(
