@@ -39,12 +39,18 @@ UNAVAILABLE_RETRY_AFTER = 30
 ERRORS: dict[int, Any] = {code: ErrorBody for code in (400, 401, 403, 404, 429, 503)}
 
 
+def _address_limited(request: HttpRequest) -> HttpResponse | None:
+    """Count a request without a valid key against its address: the 429 past the limit, else None."""
+    retry = admit(f"ip:{client_ip(request)}").retry_after
+    if retry is None:
+        return None
+    return error_response(429, "rate_limited", "too many requests from this address", retry_after=retry)
+
+
 def _unauthenticated(request: HttpRequest, error: ApiError) -> HttpResponse:
     """A request without a valid key counts against its address; past the limit: 429."""
-    retry = admit(f"ip:{client_ip(request)}").retry_after
-    if retry is not None:
-        return error_response(429, "rate_limited", "too many requests from this address", retry_after=retry)
-    return error_response(error.status, error.code, error.message)
+    limited = _address_limited(request)
+    return limited if limited is not None else error_response(error.status, error.code, error.message)
 
 
 def _authenticate(request: HttpRequest, raw: str) -> Principal:
@@ -99,12 +105,8 @@ def _docs_limited(view: Callable[..., HttpResponse]) -> Callable[..., HttpRespon
     """The schema and the docs page need no key: they count against the address."""
 
     def limited(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        retry = admit(f"ip:{client_ip(request)}").retry_after
-        if retry is not None:
-            return error_response(
-                429, "rate_limited", "too many requests from this address", retry_after=retry
-            )
-        return view(request, *args, **kwargs)
+        refused = _address_limited(request)
+        return refused if refused is not None else view(request, *args, **kwargs)
 
     return limited
 
@@ -200,14 +202,18 @@ def _answer(request: HttpRequest, etag: str, body: bytes) -> HttpResponse:
     return response
 
 
-def _cached_answer(request: HttpRequest, found: cache.Lookup, build: Callable[[], bytes]) -> HttpResponse:
+def _cached_answer(
+    request: HttpRequest, found: cache.Lookup, build: Callable[[], tuple[bytes, dict[int, bytes]]]
+) -> HttpResponse:
+    """The answer from the cache, else ``build()``: its body, and the other values read with the
+    answer (by their index in the Lookup) to store with it."""
     cached = found.payload()
     if cached is not None:
         etag, _, body = cached.partition(b"\n")
         return _answer(request, etag.decode(), body)
-    body = build()
+    body, others = build()
     etag = cache.etag_of(body)
-    cache.store(found, {0: etag.encode() + b"\n" + body})
+    cache.store(found, {**others, 0: etag.encode() + b"\n" + body})
     return _answer(request, etag, body)
 
 
@@ -251,15 +257,13 @@ class _Listing:
 def _list_answer(request: HttpRequest, listing: _Listing, found: cache.Lookup) -> HttpResponse:
     """The page from the cache, else built; its count (shared by the pages of one filter set) was
     read with it and is stored with it."""
-    cached, counted = found.payload(0), found.payload(1)
-    if cached is not None:
-        etag, _, body = cached.partition(b"\n")
-        return _answer(request, etag.decode(), body)
-    total = int(counted) if counted is not None else answers.count(listing.counted)
-    body = listing.body(total)
-    etag = cache.etag_of(body)
-    cache.store(found, {0: etag.encode() + b"\n" + body, 1: str(total).encode()})
-    return _answer(request, etag, body)
+
+    def build() -> tuple[bytes, dict[int, bytes]]:
+        counted = found.payload(1)
+        total = int(counted) if counted is not None else answers.count(listing.counted)
+        return listing.body(total), {1: str(total).encode()}
+
+    return _cached_answer(request, found, build)
 
 
 def _register(resource: Resource) -> None:
@@ -331,11 +335,11 @@ def _detail(request: HttpRequest, resource: Resource, member_id: str, lookup: di
         raise _refusal(request, member_id, resource)
     found = _admitted(request, Reads(portal_id, resource.entity.name, (f"detail:{json.dumps(lookup)}",)))
 
-    def build() -> bytes:
-        found = answers.rows_json(answers.Selection(resource, portal_id, lookup), offset=0, limit=1)
-        if not found:
+    def build() -> tuple[bytes, dict[int, bytes]]:
+        rows = answers.rows_json(answers.Selection(resource, portal_id, lookup), offset=0, limit=1)
+        if not rows:
             raise NotFound(f"no such {resource.entity.name}")
-        return found[0][1]
+        return rows[0][1], {}
 
     return _cached_answer(request, found, build)
 

@@ -83,7 +83,7 @@ def _redis_values(url: str, prefix: str) -> RedisValues:
     return RedisValues(client, prefix)
 
 
-def shared_values() -> RedisValues | CacheValues:
+def shared_values() -> SharedValues:
     """The store of the current configuration (REDIS_URL is read on each call, as tests change it)."""
     if settings.REDIS_URL:
         return _redis_values(settings.REDIS_URL, settings.REDIS_KEY_PREFIX)
