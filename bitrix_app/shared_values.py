@@ -3,8 +3,8 @@ Django cache (single-process mode). Values are bytes.
 
 Django's cache API is enough for most uses. This one serves reads on the API's hot path (a data
 version and a cached answer, read together in one MGET): Django's Redis backend builds a client
-object on every call and pickles every value, which measured as a third of a cached answer's time
-(docs/api.md, "Figures"). Here the process's one shared client (bitrix_app.redis_client) is used
+object on every call and pickles every value, a large share of a cached answer's time (measured:
+docs/api.md, "Figures"). Here the process's one shared client (bitrix_app.redis_client) is used
 as it is. Errors are the backend's own (``redis.exceptions.RedisError`` and the like): callers
 decide what a failure means.
 """

@@ -11,8 +11,8 @@ are the same Django views, reached through Django's URL resolver, signals (conne
 and exception handling. Every other request goes through Django's handler with all of
 ``settings.MIDDLEWARE``.
 
-Why: those middleware cost ~0.2 ms of CPU per request, about half of a forged event's whole path
-(docs/events.md, Benchmark) and a third of a cached API answer (docs/api.md, Figures).
+Why: on these paths those middleware cost more CPU than much of the work itself (measured:
+docs/events.md, Benchmark; docs/api.md, Figures).
 
     granian --interface wsgi bitrix_app.wsgi:application      (deploy/web.sh)
 """

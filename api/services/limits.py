@@ -3,13 +3,13 @@ counted together with the reads the request's answer needs: one Redis round trip
 
 Every API request counts against its limit, and a request for data also reads the mirror's data
 version and its cached answer (api.services.cache). Done apart that is two round trips, and each
-was a fifth of a cached answer's cost (docs/api.md, "Figures"), so in Redis one script does both.
-The counter is the `limits` library's sliding-window counter (this window's count plus the last
-one's, weighted by how much of it still overlaps the last minute), written here as part of that
-script because the library runs its own script per hit and can't add reads to it. In single-
-process mode, and while Redis fails, the same algorithm runs in process memory through `limits`
-itself: the limits still hold per process instead of letting everything through or refusing
-everything, and answers are built uncached (logged once a minute).
+was a large share of a cached answer's cost (measured: docs/api.md, "Figures"), so in Redis one
+script does both. The counter is the `limits` library's sliding-window counter (this window's
+count plus the last one's, weighted by how much of it still overlaps the last minute), written
+here as part of that script because the library runs its own script per hit and can't add reads
+to it. In single-process mode, and while Redis fails, the same algorithm runs in process memory
+through `limits` itself: the limits still hold per process instead of letting everything through
+or refusing everything, and answers are built uncached (logged once a minute).
 """
 
 from __future__ import annotations
