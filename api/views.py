@@ -191,6 +191,15 @@ def _refusal(request: HttpRequest, member_id: str, resource: Resource | None = N
     return NotFound("no such portal")
 
 
+def _portal_or_refuse(request: HttpRequest, member_id: str, resource: Resource | None = None) -> int:
+    """The covered portal's id; otherwise the request is counted against its key and refused."""
+    portal_id = _covered(request, member_id, resource)
+    if portal_id is None:
+        _admitted(request)
+        raise _refusal(request, member_id, resource)
+    return portal_id
+
+
 def _answer(request: HttpRequest, etag: str, body: bytes) -> HttpResponse:
     if cache.etag_matches(request.headers.get("If-None-Match", ""), etag):
         response = HttpResponse(status=304)
@@ -284,10 +293,7 @@ def _register(resource: Resource) -> None:
         query: Query[query_model],  # type: ignore[valid-type]
         member_id: str = Path(..., pattern=MEMBER_ID_PATTERN),
     ) -> HttpResponse:
-        portal_id = _covered(request, member_id, resource)
-        if portal_id is None:
-            _admitted(request)
-            raise _refusal(request, member_id, resource)
+        portal_id = _portal_or_refuse(request, member_id, resource)
         listing = _Listing(portal_id, resource, query)
         keys = ("list:" + query.model_dump_json(), listing.count_key)
         found = _admitted(request, Reads(portal_id, resource.entity.name, keys))
@@ -329,10 +335,7 @@ def _register(resource: Resource) -> None:
 
 
 def _detail(request: HttpRequest, resource: Resource, member_id: str, lookup: dict[str, Any]) -> HttpResponse:
-    portal_id = _covered(request, member_id, resource)
-    if portal_id is None:
-        _admitted(request)
-        raise _refusal(request, member_id, resource)
+    portal_id = _portal_or_refuse(request, member_id, resource)
     found = _admitted(request, Reads(portal_id, resource.entity.name, (f"detail:{json.dumps(lookup)}",)))
 
     def build() -> tuple[bytes, dict[int, bytes]]:
@@ -357,10 +360,8 @@ for _resource in RESOURCES.values():
     tags=["portals"],
 )
 def portal_detail(request: HttpRequest, member_id: str = Path(..., pattern=MEMBER_ID_PATTERN)) -> PortalOut:
+    portal_id = _portal_or_refuse(request, member_id)
     _admitted(request)
-    portal_id = _covered(request, member_id)
-    if portal_id is None:
-        raise _refusal(request, member_id)
     portal = Portal.objects.filter(pk=portal_id).values("member_id", "domain", "state").first()
     if portal is None:
         raise NotFound("no such portal")
