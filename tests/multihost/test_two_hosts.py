@@ -5,6 +5,7 @@ the guarantees they have on one host (README, Token refresh policy; docs/client.
 
 from __future__ import annotations
 
+import inspect
 import subprocess
 import sys
 from collections import Counter
@@ -19,6 +20,7 @@ from qs_codec import EncodeOptions, encode
 
 from bench.faults_cluster import CREATE, REFRESHER, ROOT, TABLE, Cluster, Host, app_env
 from events.models import Event
+from portals.bitrix.client import Bitrix24Client
 from portals.models import Portal
 from tests.fixtures.events import form_body, load_payload
 from tests.fixtures.portals import event_claim_payload, expire_access_token, issue_tokens, wait_for
@@ -26,7 +28,10 @@ from tests.fixtures.portals import event_claim_payload, expire_access_token, iss
 pytestmark = pytest.mark.django_db(transaction=True)
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
-CAP = 2  # BITRIX24_CLIENT_CONCURRENCY on both hosts: requests in flight to one portal at once
+CONCURRENCY = 2  # BITRIX24_CLIENT_CONCURRENCY on both hosts
+# The portal's cap across both hosts, as Bitrix24Client holds its shared slots: the requests the
+# portal processes at once plus the one kept queued behind them (``in_flight``).
+CAP = CONCURRENCY + inspect.signature(Bitrix24Client).parameters["queued"].default
 RACERS = 16
 
 
@@ -45,7 +50,7 @@ def cluster(django_db_setup, django_db_blocker, sandbox_server, tmp_path_factory
         queue=settings.CELERY_TASK_DEFAULT_QUEUE + "-hosts",
         sandbox_state=sandbox_server.state,
     )
-    env.update({"FAULTS_FETCH": "1", "BITRIX24_CLIENT_CONCURRENCY": str(CAP)})
+    env.update({"FAULTS_FETCH": "1", "BITRIX24_CLIENT_CONCURRENCY": str(CONCURRENCY)})
     cluster = Cluster(env=env, workdir=tmp_path_factory.mktemp("hosts"))
     cluster.env["BITRIX24_APP_URL"] = cluster.hosts[0].url  # the public URL both hosts serve
     try:
